@@ -1,0 +1,93 @@
+"""One typed settings object, read from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# No code path may reach a model hub: models come from packages or configured paths.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a Telegram chat. Answer the user's question using the "
+    "knowledge base excerpts you are given. If the excerpts do not answer the question, say that "
+    "you do not know. Keep answers short and friendly."
+)
+
+
+class Settings(BaseSettings):
+    """Everything the assistant can be configured with; see the README for each variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    telegram_bot_token: str = Field("", description="Bot token from @BotFather.")
+    telegram_api_url: str = Field(
+        "https://api.telegram.org",
+        description="Root of the Bot API server; requests go to {url}/bot{token}/{method}.",
+    )
+    admin_ids: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="Comma-separated Telegram user ids allowed to curate knowledge."
+    )
+    data_dir: Path = Field(
+        Path("data"),
+        validation_alias=AliasChoices("ASSISTANT_DATA_DIR", "data_dir"),
+        description="Where the SQLite file, Chroma store, model cache and adapters live.",
+    )
+    database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite file in the data dir.")
+    chroma_url: str = Field("", description="http://host:port of a Chroma server; empty = embedded.")
+    base_model: str = Field(
+        "", description="Path to a model dir or .gguf file; empty = packaged SmolLM2-135M-Instruct."
+    )
+    embedding_model: str = Field(
+        "", description="Path to a sentence-transformers model; empty = packaged all-MiniLM-L6-v2."
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Where converted models are cached; default {data_dir}/models."
+    )
+    max_new_tokens: int = Field(160, ge=1, le=4096, description="Most tokens one answer may have.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    repetition_penalty: float = Field(
+        1.0, ge=1.0, le=2.0, description="Above 1 also punishes copying from the excerpts."
+    )
+    no_repeat_ngram_size: int = Field(4, ge=0, description="Stops greedy loops; 0 = off.")
+    history_turns: int = Field(6, ge=0, le=50, description="Earlier messages given to the model.")
+    retrieval_k: int = Field(3, ge=1, le=20, description="Knowledge chunks put in the prompt.")
+    max_message_chars: int = Field(4000, ge=100, description="Longer user messages are refused.")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    seed_knowledge: bool = Field(True, description="Seed an empty knowledge base with the samples.")
+    log_level: str = "INFO"
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.replace(";", ",").split(",")]
+            try:
+                return frozenset(int(p) for p in parts if p)
+            except ValueError as exc:
+                raise ValueError("must be comma-separated numeric Telegram user ids") from exc
+        if isinstance(value, int):
+            return frozenset({value})
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'assistant.db').resolve()}"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"

@@ -1,0 +1,157 @@
+"""Telegram handlers: read the update, call one service, render the reply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram.constants import ChatAction, ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.services import UserError
+from bot.services.feedback import THUMBS_DOWN, THUMBS_UP
+from bot.storage.store import RatingOutcome, UserInfo
+from bot.wiring import Services
+
+logger = logging.getLogger(__name__)
+
+RATE_PREFIX = "r"
+
+HELP_TEXT = (
+    "Hi! I answer questions from a curated knowledge base and cite my sources.\n\n"
+    "• Just send me a question (in groups, mention me or reply to me).\n"
+    "• Rate each answer with 👍 or 👎 — every night I retrain on those ratings.\n"
+    "• /reset starts a new conversation.\n"
+    "• /help shows this message.\n\n"
+    "I store your messages, my answers and your ratings to improve over time."
+)
+APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
+
+
+class AssistantContext(CallbackContext[ExtBot, dict, dict, dict]):
+    """Typed access to the services built at start-up."""
+
+    @property
+    def services(self) -> Services:
+        return self.application.bot_data["services"]
+
+
+def rating_keyboard(message_id: int) -> InlineKeyboardMarkup:
+    """👍/👎 buttons; callback data is `r:<message id>:<±1>`, far below Telegram's 64 bytes."""
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton("👍", callback_data=f"{RATE_PREFIX}:{message_id}:{THUMBS_UP}"),
+        InlineKeyboardButton("👎", callback_data=f"{RATE_PREFIX}:{message_id}:{THUMBS_DOWN}"),
+    ]])
+
+
+def parse_rating(data: str | None) -> tuple[int, int] | None:
+    """(message id, value) from callback data, or None if it is not a well-formed rating."""
+    parts = (data or "").split(":")
+    if len(parts) != 3 or parts[0] != RATE_PREFIX:
+        return None
+    try:
+        message_id, value = int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    return (message_id, value) if value in (THUMBS_UP, THUMBS_DOWN) else None
+
+
+def user_info(user: User) -> UserInfo:
+    return UserInfo(id=user.id, username=user.username, first_name=user.first_name,
+                    language_code=user.language_code)
+
+
+async def start(update: Update, context: AssistantContext) -> None:
+    """/start and /help: say what the bot does and what it stores."""
+    if update.effective_message:
+        await update.effective_message.reply_text(HELP_TEXT)
+
+
+async def reset(update: Update, context: AssistantContext) -> None:
+    """/reset: start a new conversation in this chat."""
+    chat, message = update.effective_chat, update.effective_message
+    if chat is None or message is None:
+        return
+    await asyncio.to_thread(context.services.chat.reset, chat.id)
+    await message.reply_text("Started a new conversation. Earlier messages won't be used as context.")
+
+
+def _addressed_to_bot(update: Update, context: AssistantContext) -> str | None:
+    """The question text if the bot should answer this message, else None (group etiquette)."""
+    message = update.effective_message
+    if message is None or not message.text:
+        return None
+    if message.chat.type == ChatType.PRIVATE:
+        return message.text
+    mention = f"@{context.bot.username}"
+    if mention.lower() in message.text.lower():
+        return message.text.replace(mention, "").strip()
+    reply_to = message.reply_to_message
+    if reply_to and reply_to.from_user and reply_to.from_user.id == context.bot.id:
+        return message.text
+    return None
+
+
+async def _send_typing(update: Update, context: AssistantContext) -> None:
+    try:
+        await context.bot.send_chat_action(update.effective_chat.id, ChatAction.TYPING)
+    except TelegramError as exc:  # optional: never let it cost the answer
+        logger.warning("sendChatAction failed: %s", exc)
+
+
+async def answer(update: Update, context: AssistantContext) -> None:
+    """A question: retrieve, generate, reply with the sources and 👍/👎 buttons."""
+    text = _addressed_to_bot(update, context)
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if text is None or message is None or chat is None or user is None:
+        return
+    await _send_typing(update, context)
+    try:
+        reply = await asyncio.to_thread(context.services.chat.answer, chat.id, user_info(user), text)
+    except UserError as exc:
+        await message.reply_text(str(exc))
+        return
+    except Exception:
+        logger.exception("Answering a message in chat %s failed", chat.id)
+        await message.reply_text(APOLOGY)
+        return
+    sent = await message.reply_text(reply.render(), reply_markup=rating_keyboard(reply.message_id))
+    await asyncio.to_thread(context.services.store.set_telegram_message_id, reply.message_id,
+                            sent.message_id)
+
+
+async def rate(update: Update, context: AssistantContext) -> None:
+    """A 👍/👎 press: store the rating and acknowledge it."""
+    query = update.callback_query
+    if query is None:
+        return
+    parsed = parse_rating(query.data)
+    if parsed is None:
+        await query.answer("This button is no longer valid.")
+        return
+    message_id, value = parsed
+    outcome = await asyncio.to_thread(context.services.feedback.rate, message_id,
+                                      user_info(query.from_user), value)
+    await query.answer({
+        RatingOutcome.CREATED: "Thanks for the feedback!",
+        RatingOutcome.CHANGED: "Updated your rating.",
+        RatingOutcome.UNCHANGED: "You already rated this answer that way.",
+        RatingOutcome.NO_MESSAGE: "Sorry, I no longer have that answer.",
+    }[outcome])
+
+
+async def on_error(update: object, context: AssistantContext) -> None:
+    """Log errors PTB caught outside our handlers' own try blocks."""
+    logger.error("Unhandled error while processing an update", exc_info=context.error)
+
+
+def register(application: Application) -> None:
+    from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+    application.add_handler(CommandHandler(["start", "help"], start))
+    application.add_handler(CommandHandler("reset", reset))
+    application.add_handler(CallbackQueryHandler(rate))  # also answers stale or unknown buttons
+    application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, answer))
+    application.add_error_handler(on_error)

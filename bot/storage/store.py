@@ -1,0 +1,199 @@
+"""Typed reads and writes over the schema; services talk to SQL only through this."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from sqlalchemy import func, select, update
+
+from bot.storage.db import Database
+from bot.storage.models import Conversation, Document, Message, Rating, User, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """Who wrote a message, independent of Telegram."""
+
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    language_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: int
+    title: str
+    source: str
+    version: int
+    chunk_count: int
+    content_hash: str
+
+
+class RatingOutcome(Enum):
+    CREATED = "created"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    NO_MESSAGE = "no_message"
+
+
+def _doc_info(doc: Document) -> DocumentInfo:
+    return DocumentInfo(doc.id, doc.title, doc.source, doc.version, doc.chunk_count, doc.content_hash)
+
+
+class Store:
+    """Repository over one `Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- users and conversations -------------------------------------------------------------
+
+    def upsert_user(self, user: UserInfo) -> None:
+        with self.db.write() as s:
+            row = s.get(User, user.id)
+            if row is None:
+                s.add(User(id=user.id, username=user.username, first_name=user.first_name,
+                           language_code=user.language_code))
+            else:
+                row.username, row.first_name = user.username, user.first_name
+                row.language_code = user.language_code
+
+    def active_conversation(self, chat_id: int) -> int:
+        """The id of the chat's open conversation, starting one if there is none."""
+        with self.db.write() as s:
+            conv_id = s.scalar(
+                select(Conversation.id)
+                .where(Conversation.chat_id == chat_id, Conversation.ended_at.is_(None))
+                .order_by(Conversation.id.desc())
+                .limit(1)
+            )
+            if conv_id is None:
+                conv = Conversation(chat_id=chat_id)
+                s.add(conv)
+                s.flush()
+                conv_id = conv.id
+            return conv_id
+
+    def end_conversation(self, chat_id: int) -> bool:
+        """Close the chat's open conversation; False if there was none."""
+        with self.db.write() as s:
+            result = s.execute(
+                update(Conversation)
+                .where(Conversation.chat_id == chat_id, Conversation.ended_at.is_(None))
+                .values(ended_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    def recent_turns(self, conversation_id: int, limit: int) -> list[Turn]:
+        """The last `limit` messages of a conversation, oldest first."""
+        if limit <= 0:
+            return []
+        with self.db.read() as s:
+            rows = s.execute(
+                select(Message.role, Message.text)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id.desc())
+                .limit(limit)
+            ).all()
+        return [Turn(role, text) for role, text in reversed(rows)]
+
+    def add_message(self, conversation_id: int, role: str, text: str, *, user_id: int | None = None,
+                    prompt: str | None = None, chunk_ids: list[str] | None = None,
+                    sources: list[str] | None = None, adapter_version: str | None = None,
+                    latency_ms: int | None = None) -> int:
+        with self.db.write() as s:
+            msg = Message(conversation_id=conversation_id, role=role, text=text, user_id=user_id,
+                          prompt=prompt, chunk_ids=chunk_ids or [], sources=sources or [],
+                          adapter_version=adapter_version, latency_ms=latency_ms)
+            s.add(msg)
+            s.flush()
+            return msg.id
+
+    def set_telegram_message_id(self, message_id: int, telegram_message_id: int) -> None:
+        with self.db.write() as s:
+            s.execute(update(Message).where(Message.id == message_id)
+                      .values(telegram_message_id=telegram_message_id))
+
+    # --- ratings -------------------------------------------------------------------------------
+
+    def rate(self, message_id: int, user_id: int, value: int) -> RatingOutcome:
+        """Record or change one user's vote on an assistant message."""
+        with self.db.write() as s:
+            role = s.scalar(select(Message.role).where(Message.id == message_id))
+            if role != "assistant":
+                return RatingOutcome.NO_MESSAGE
+            row = s.scalar(select(Rating).where(Rating.message_id == message_id,
+                                                Rating.user_id == user_id))
+            if row is None:
+                s.add(Rating(message_id=message_id, user_id=user_id, value=value))
+                return RatingOutcome.CREATED
+            if row.value == value:
+                return RatingOutcome.UNCHANGED
+            row.value = value
+            return RatingOutcome.CHANGED
+
+    # --- documents -----------------------------------------------------------------------------
+
+    def document_by_hash(self, content_hash: str) -> DocumentInfo | None:
+        with self.db.read() as s:
+            doc = s.scalar(select(Document).where(Document.content_hash == content_hash).limit(1))
+            return _doc_info(doc) if doc else None
+
+    def document_by_source(self, source: str) -> DocumentInfo | None:
+        with self.db.read() as s:
+            doc = s.scalar(select(Document).where(Document.source == source)
+                           .order_by(Document.version.desc()).limit(1))
+            return _doc_info(doc) if doc else None
+
+    def add_document(self, *, title: str, source: str, text: str, content_hash: str,
+                     chunk_count: int, added_by: int | None, version: int = 1) -> DocumentInfo:
+        with self.db.write() as s:
+            doc = Document(title=title, source=source, text=text, content_hash=content_hash,
+                           chunk_count=chunk_count, added_by=added_by, version=version)
+            s.add(doc)
+            s.flush()
+            return _doc_info(doc)
+
+    def replace_document(self, document_id: int, *, title: str, text: str, content_hash: str,
+                         chunk_count: int, added_by: int | None) -> DocumentInfo:
+        """Store new content for a document under the next version number."""
+        with self.db.write() as s:
+            doc = s.get(Document, document_id)
+            if doc is None:
+                raise KeyError(document_id)
+            doc.title, doc.text, doc.content_hash = title, text, content_hash
+            doc.chunk_count, doc.added_by, doc.version = chunk_count, added_by, doc.version + 1
+            doc.created_at = utcnow()
+            s.flush()
+            return _doc_info(doc)
+
+    def delete_document(self, document_id: int) -> bool:
+        with self.db.write() as s:
+            doc = s.get(Document, document_id)
+            if doc is None:
+                return False
+            s.delete(doc)
+            return True
+
+    def list_documents(self) -> list[DocumentInfo]:
+        with self.db.read() as s:
+            return [_doc_info(d) for d in s.scalars(select(Document).order_by(Document.id))]
+
+    def document_text(self, document_id: int) -> str | None:
+        with self.db.read() as s:
+            return s.scalar(select(Document.text).where(Document.id == document_id))
+
+    def count_documents(self) -> int:
+        with self.db.read() as s:
+            return s.scalar(select(func.count(Document.id))) or 0

@@ -1,0 +1,54 @@
+"""The python-telegram-bot Application: Bot API address, handlers, start-up work."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+
+from bot import handlers
+from bot.config import Settings
+from bot.wiring import Services
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = [
+    BotCommand("help", "What I do and what I store"),
+    BotCommand("reset", "Start a new conversation"),
+]
+
+
+async def _post_init(application: Application) -> None:
+    try:
+        await application.bot.set_my_commands(COMMANDS)
+    except TelegramError as exc:
+        logger.warning("setMyCommands failed: %s", exc)
+    me = application.bot
+    logger.info("Connected to the Bot API as @%s (id %s)", me.username, me.id)
+
+
+def build_application(settings: Settings, services: Services) -> Application:
+    """An Application that talks to `TELEGRAM_API_URL` with the self-hosted URL layout."""
+    url = settings.telegram_api_url.rstrip("/")
+    application = (
+        ApplicationBuilder()
+        .token(settings.telegram_bot_token)
+        .base_url(f"{url}/bot")
+        .base_file_url(f"{url}/file/bot")
+        .context_types(ContextTypes(context=handlers.AssistantContext))
+        .concurrent_updates(16)  # answers take seconds; don't make every chat wait in line
+        .rate_limiter(AIORateLimiter(max_retries=3))  # honours 429 retry_after
+        .post_init(_post_init)
+        .build()
+    )
+    application.bot_data["services"] = services
+    handlers.register(application)
+    return application
+
+
+def run_polling(settings: Settings, services: Services) -> None:
+    application = build_application(settings, services)
+    logger.info("Long polling %s", settings.telegram_api_url)
+    application.run_polling(allowed_updates=Update.ALL_TYPES)

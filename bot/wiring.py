@@ -1,0 +1,73 @@
+"""Builds everything heavy exactly once and hands it to whoever needs it.
+
+Tests pass fakes for the model, the embedder or the Chroma client; the app passes nothing and
+gets the real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from bot.config import Settings
+from bot.model import ChatModel, HFChatModel
+from bot.services.chat import ChatLimits, ChatService
+from bot.services.feedback import FeedbackService
+from bot.services.knowledge import KnowledgeService
+from bot.storage.db import Database
+from bot.storage.store import Store
+from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
+from knowledge.index import KnowledgeIndex, open_chroma
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: Store
+    knowledge: KnowledgeService
+    feedback: FeedbackService
+    chat: ChatService | None = None  # None for commands that never generate (kb, db)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """Connect and migrate to the newest schema."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url)
+    db.upgrade()
+    return db
+
+
+def load_chat_model(settings: Settings) -> HFChatModel:
+    return HFChatModel(settings.base_model, settings.models_dir, settings.adapters_dir,
+                       max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                       repetition_penalty=settings.repetition_penalty,
+                       no_repeat_ngram_size=settings.no_repeat_ngram_size)
+
+
+def build_services(settings: Settings, *, with_chat: bool = True, model: ChatModel | None = None,
+                   embedder: Embedder | None = None, chroma_client: Any = None,
+                   seed: bool | None = None) -> Services:
+    """Open storage and knowledge, and the chat model when `with_chat`; seed samples if empty."""
+    db = open_database(settings)
+    store = Store(db)
+    embedder = embedder or SentenceTransformerEmbedder(settings.embedding_model or None)
+    client = chroma_client or open_chroma(settings.chroma_url, settings.chroma_dir)
+    index = KnowledgeIndex(client, embedder)
+    knowledge = KnowledgeService(store, index, embedder)
+    if settings.seed_knowledge if seed is None else seed:
+        knowledge.seed_samples()
+    services = Services(settings, db, store, knowledge, FeedbackService(store))
+    if with_chat:
+        limits = ChatLimits(history_turns=settings.history_turns,
+                            retrieval_k=settings.retrieval_k,
+                            max_message_chars=settings.max_message_chars)
+        services.chat = ChatService(store, index, model or load_chat_model(settings),
+                                    settings.system_prompt, limits)
+    return services

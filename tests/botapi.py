@@ -1,0 +1,229 @@
+"""A Telegram Bot API emulator on 127.0.0.1 for tests: real HTTP, the self-hosted URL layout.
+
+Tests inject messages and button presses, the bot long-polls them with getUpdates, and every
+call the bot makes is recorded. Failures (HTTP status + Bot API error) can be queued per method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TEXT_PARAMS = {"text", "caption", "callback_query_id", "query", "secret_token", "url", "action",
+               "parse_mode", "description", "short_description", "title"}
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+
+class BotAPIEmulator:
+    """Start with `await emu.start()`; its `url` is what TELEGRAM_API_URL should be."""
+
+    def __init__(self, token: str = "123456:TEST-TOKEN", bot_id: int = 123456,
+                 username: str = "assistant_test_bot") -> None:
+        self.token = token
+        self.bot = {"id": bot_id, "is_bot": True, "first_name": "Assistant", "username": username,
+                    "can_join_groups": True, "can_read_all_group_messages": False,
+                    "supports_inline_queries": False}
+        self.calls: list[Call] = []
+        self.updates: list[dict[str, Any]] = []
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat id, message id) -> msg
+        self.chats: dict[int, dict[str, Any]] = {}
+        self.failures: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1000)
+        self._callback_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- server ------------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return await request.json()
+        raw = dict(request.query)
+        if request.method == "POST":
+            raw.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        params: dict[str, Any] = {}
+        for key, value in raw.items():  # PTB sends form fields, JSON-encoding non-strings
+            if key in TEXT_PARAMS:
+                params[key] = value
+                continue
+            try:
+                params[key] = json.loads(value)
+            except (TypeError, ValueError):
+                params[key] = value
+        return params
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401,
+                                      "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append(Call(method, params))
+        if self.failures[method]:
+            status, body = self.failures[method].popleft()
+            return web.json_response(body, status=status)
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return web.json_response({"ok": False, "error_code": 404,
+                                      "description": f"Not Found: method {method} not emulated"},
+                                     status=404)
+        result = await handler(params)
+        return web.json_response({"ok": True, "result": result})
+
+    # --- Bot API methods ---------------------------------------------------------------------
+
+    async def _api_getMe(self, p: dict[str, Any]) -> Any:
+        return self.bot
+
+    async def _api_deleteWebhook(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_setMyCommands(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_sendChatAction(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_answerCallbackQuery(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_getUpdates(self, p: dict[str, Any]) -> Any:
+        offset = int(p.get("offset") or 0)
+        limit = int(p.get("limit") or 100)
+        timeout = float(p.get("timeout") or 0)
+        if offset:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        while not self.updates and time.monotonic() < deadline:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        return self.updates[:limit]
+
+    def _store_message(self, chat_id: int, p: dict[str, Any]) -> dict[str, Any]:
+        message_id = next(self._message_ids)
+        msg: dict[str, Any] = {"message_id": message_id, "date": int(time.time()),
+                               "chat": self.chats.get(chat_id, {"id": chat_id, "type": "private"}),
+                               "from": self.bot, "text": p.get("text", "")}
+        if p.get("reply_markup"):
+            msg["reply_markup"] = p["reply_markup"]
+        self.messages[(chat_id, message_id)] = msg
+        return msg
+
+    async def _api_sendMessage(self, p: dict[str, Any]) -> Any:
+        return self._store_message(int(p["chat_id"]), p)
+
+    async def _api_editMessageText(self, p: dict[str, Any]) -> Any:
+        key = (int(p["chat_id"]), int(p["message_id"]))
+        msg = self.messages[key]
+        msg["text"] = p["text"]
+        msg["edit_date"] = int(time.time())
+        if "reply_markup" in p:
+            msg["reply_markup"] = p["reply_markup"]
+        return msg
+
+    # --- what tests use ----------------------------------------------------------------------
+
+    def _push(self, update: dict[str, Any]) -> int:
+        update_id = next(self._update_ids)
+        self.updates.append({"update_id": update_id, **update})
+        self._new_update.set()
+        return update_id
+
+    @staticmethod
+    def user(user_id: int, first_name: str = "Test", language_code: str = "en") -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": first_name,
+                "username": f"user{user_id}", "language_code": language_code}
+
+    def send_text(self, user_id: int, text: str, *, chat_id: int | None = None,
+                  chat_type: str = "private", reply_to: dict[str, Any] | None = None,
+                  language_code: str = "en") -> dict[str, Any]:
+        """Inject a text message from a user; returns the message as the bot will see it."""
+        chat_id = chat_id if chat_id is not None else user_id
+        chat = {"id": chat_id, "type": chat_type}
+        if chat_type != "private":
+            chat["title"] = f"Group {chat_id}"
+        self.chats[chat_id] = chat
+        message: dict[str, Any] = {"message_id": next(self._message_ids), "date": int(time.time()),
+                                   "chat": chat, "from": self.user(user_id, language_code=language_code),
+                                   "text": text}
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self.messages[(chat_id, message["message_id"])] = message
+        self._push({"message": message})
+        return message
+
+    def press_button(self, user_id: int, message: dict[str, Any], data: str) -> str:
+        """Inject a callback query (an inline button press) on one of the bot's messages."""
+        callback_id = str(next(self._callback_ids))
+        self._push({"callback_query": {"id": callback_id, "from": self.user(user_id),
+                                       "chat_instance": "1", "message": message, "data": data}})
+        return callback_id
+
+    def fail_next(self, method: str, status: int = 500, description: str = "Internal Server Error",
+                  retry_after: int | None = None) -> None:
+        """Make the next call of `method` fail with this HTTP status and Bot API error."""
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        self.failures[method].append((status, body))
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def sent_messages(self, chat_id: int | None = None) -> list[dict[str, Any]]:
+        """Messages the bot sent, in order."""
+        return [m for (cid, _), m in sorted(self.messages.items(), key=lambda kv: kv[0][1])
+                if m["from"].get("is_bot") and (chat_id is None or cid == chat_id)]
+
+    async def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> Any:  # type: ignore[no-untyped-def]
+        """Poll `predicate()` until it returns something truthy; fail after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                             f"calls: {[c.method for c in self.calls][-20:]}")
+
+    async def wait_for_message(self, chat_id: int, count: int = 1, timeout: float = 30.0) -> dict[str, Any]:
+        """The `count`-th message the bot sent to `chat_id`."""
+        msgs = await self.wait_for(lambda: len(self.sent_messages(chat_id)) >= count and
+                                   self.sent_messages(chat_id), timeout, f"message #{count} to {chat_id}")
+        return msgs[count - 1]

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+
+from bot.config import Settings  # noqa: E402
+from bot.wiring import Services, build_services  # noqa: E402
+from tests.botapi import BotAPIEmulator  # noqa: E402
+from tests.fakes import FakeChatModel, FakeEmbedder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# Converted real models are cached here across test runs (the GGUF conversion takes ~20 s).
+MODEL_CACHE = Path(os.environ.get("TEST_MODEL_CACHE", ROOT / ".cache" / "models"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)  # keep a developer's .env out of the tests
+    for var in ("DATABASE_URL", "CHROMA_URL", "TELEGRAM_BOT_TOKEN", "ADMIN_IDS", "BASE_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    return Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE,
+                    telegram_bot_token="123456:TEST-TOKEN", admin_ids=frozenset({42}))
+
+
+@pytest.fixture
+def fake_model() -> FakeChatModel:
+    return FakeChatModel()
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def services(settings: Settings, fake_model: FakeChatModel, embedder: FakeEmbedder) -> Services:
+    """Real SQLite and real embedded Chroma, with the fake model and embedder; not seeded."""
+    svc = build_services(settings, model=fake_model, embedder=embedder, seed=False)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+async def botapi() -> BotAPIEmulator:
+    emu = BotAPIEmulator()
+    await emu.start()
+    yield emu
+    await emu.stop()

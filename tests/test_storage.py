@@ -1,0 +1,77 @@
+import threading
+
+from sqlalchemy import inspect, select
+
+from bot.storage.db import Database
+from bot.storage.models import Rating
+from bot.storage.store import RatingOutcome, Store, UserInfo
+
+
+def make_store(tmp_path) -> Store:
+    db = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    db.upgrade()
+    return Store(db)
+
+
+def test_upgrade_creates_the_schema_and_is_idempotent(tmp_path) -> None:
+    store = make_store(tmp_path)
+    store.db.upgrade()
+    tables = set(inspect(store.db.engine).get_table_names())
+    assert {"users", "conversations", "messages", "ratings", "documents",
+            "alembic_version"} <= tables
+    with store.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_changed_vote_updates_the_one_rating(tmp_path) -> None:
+    store = make_store(tmp_path)
+    store.upsert_user(UserInfo(7))
+    conv = store.active_conversation(100)
+    msg = store.add_message(conv, "assistant", "hello")
+    assert store.rate(msg, 7, 1) is RatingOutcome.CREATED
+    assert store.rate(msg, 7, 1) is RatingOutcome.UNCHANGED
+    assert store.rate(msg, 7, -1) is RatingOutcome.CHANGED
+    with store.db.read() as s:
+        assert [r.value for r in s.scalars(select(Rating))] == [-1]
+
+
+def test_only_assistant_messages_can_be_rated(tmp_path) -> None:
+    store = make_store(tmp_path)
+    store.upsert_user(UserInfo(7))
+    conv = store.active_conversation(100)
+    question = store.add_message(conv, "user", "hi", user_id=7)
+    assert store.rate(question, 7, 1) is RatingOutcome.NO_MESSAGE
+    assert store.rate(9999, 7, 1) is RatingOutcome.NO_MESSAGE
+
+
+def test_reset_starts_a_new_conversation_with_no_history(tmp_path) -> None:
+    store = make_store(tmp_path)
+    first = store.active_conversation(5)
+    store.add_message(first, "user", "one")
+    assert store.active_conversation(5) == first
+    assert store.end_conversation(5)
+    second = store.active_conversation(5)
+    assert second != first
+    assert store.recent_turns(second, 10) == []
+    assert [t.text for t in store.recent_turns(first, 10)] == ["one"]
+
+
+def test_concurrent_read_then_write_transactions_do_not_fail(tmp_path) -> None:
+    """Each thread reads then writes in one transaction: the classic SQLite lock-upgrade trap."""
+    store = make_store(tmp_path)
+    errors: list[Exception] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                store.upsert_user(UserInfo(n, first_name=f"u{i}"))
+                store.active_conversation(n)
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
