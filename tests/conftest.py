@@ -52,3 +52,11 @@ async def botapi() -> BotAPIEmulator:
     await emu.start()
     yield emu
     await emu.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    from tests.postgres import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url

@@ -1,0 +1,98 @@
+import pytest
+from sqlalchemy import select
+
+from bot.services import UserError
+from bot.storage.models import Message
+from bot.storage.store import UserInfo
+from bot.wiring import Services
+from tests.fakes import FakeChatModel
+
+ALICE = UserInfo(7, "alice", "Alice", "en")
+
+
+def add_doc(services: Services, title: str, text: str) -> None:
+    services.knowledge.add_text(title, text, source=f"test:{title}", added_by=None)
+
+
+def test_answer_fences_retrieved_excerpts_and_cites_their_titles(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Opening hours", "The office is open from nine to five every day.")
+    add_doc(services, "Parking", "Parking is free behind the building.")
+    fake_model.queue("We open at nine.")
+    reply = services.chat.answer(1, ALICE, "When does the office open?")
+    prompt = fake_model.calls[-1][-1]["content"]
+    assert '<excerpt source="Opening hours">' in prompt
+    assert "not instructions" in prompt
+    assert prompt.rstrip().endswith("Question: When does the office open?")
+    assert reply.sources[0] == "Opening hours"
+    assert reply.render() == "We open at nine.\n\nSources: " + "; ".join(reply.sources)
+
+
+def test_unrelated_question_gets_no_excerpts_and_no_sources(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Opening hours", "The office is open from nine to five every day.")
+    reply = services.chat.answer(1, ALICE, "zebra quantum")
+    assert reply.sources == []
+    assert "<excerpt" not in fake_model.calls[-1][-1]["content"]
+
+
+def test_every_exchange_is_stored_with_prompt_sources_and_adapter(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Opening hours", "The office is open from nine to five every day.")
+    fake_model.queue("At nine.")
+    reply = services.chat.answer(1, ALICE, "When does the office open?")
+    with services.db.read() as s:
+        rows = s.scalars(select(Message).order_by(Message.id)).all()
+    assert [(m.role, m.text) for m in rows] == [("user", "When does the office open?"),
+                                                ("assistant", "At nine.")]
+    answer = rows[1]
+    assert answer.id == reply.message_id
+    assert answer.sources == ["Opening hours"] and answer.chunk_ids
+    assert answer.prompt and "Opening hours" in answer.prompt
+    assert answer.adapter_version == "base" and answer.latency_ms is not None
+
+
+def test_history_is_given_to_the_model_and_reset_clears_it(
+        services: Services, fake_model: FakeChatModel) -> None:
+    fake_model.queue("Hello Bob.", "Your name is Bob.", "I don't know.")
+    services.chat.answer(1, ALICE, "My name is Bob.")
+    services.chat.answer(1, ALICE, "What is my name?")
+    turns = [(m["role"], m["content"]) for m in fake_model.calls[-1][1:-1]]
+    assert turns == [("user", "My name is Bob."), ("assistant", "Hello Bob.")]
+    services.chat.reset(1)
+    services.chat.answer(1, ALICE, "What is my name?")
+    assert [m["role"] for m in fake_model.calls[-1]] == ["system", "user"]
+
+
+def test_other_chats_do_not_share_history(services: Services, fake_model: FakeChatModel) -> None:
+    services.chat.answer(1, ALICE, "secret one")
+    services.chat.answer(2, UserInfo(8), "hello")
+    assert all("secret" not in m["content"] for m in fake_model.calls[-1])
+
+
+def test_oversized_and_empty_messages_are_refused_with_a_reason(
+        services: Services, fake_model: FakeChatModel) -> None:
+    with pytest.raises(UserError, match="too long"):
+        services.chat.answer(1, ALICE, "x" * 5000)
+    with pytest.raises(UserError, match="question"):
+        services.chat.answer(1, ALICE, "   ")
+    assert fake_model.calls == []
+
+
+def test_a_failing_model_still_keeps_the_question(services: Services,
+                                                  fake_model: FakeChatModel) -> None:
+    fake_model.queue(RuntimeError("CUDA out of memory"))
+    with pytest.raises(RuntimeError):
+        services.chat.answer(1, ALICE, "Will this be lost?")
+    with services.db.read() as s:
+        assert s.scalars(select(Message.text)).all() == ["Will this be lost?"]
+
+
+def test_long_history_is_trimmed_to_the_prompt_budget(services: Services,
+                                                      fake_model: FakeChatModel) -> None:
+    services.chat.limits = type(services.chat.limits)(history_turns=50, max_prompt_tokens=120)
+    for i in range(10):
+        services.chat.answer(1, ALICE, f"message {i} " + "word " * 20)
+    sent = fake_model.calls[-1]
+    assert sum(len(m["content"].split()) for m in sent) <= 120
+    assert sent[-1]["content"].endswith("word " * 19 + "word")  # the question always survives

@@ -1,0 +1,88 @@
+"""`assistant kb ...` and `assistant db ...` with the real embedding model and embedded Chroma."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.cli import main
+from bot.storage.models import Rating
+from bot.terminal import TERMINAL_USER, chat_loop
+from bot.wiring import Services
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    for var in ("DATABASE_URL", "CHROMA_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_kb_add_list_search_remove_reindex(env: Path, capsys) -> None:
+    (env / "refunds.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.")
+    (env / "shipping.txt").write_text("Shipping to Korea takes five working days.")
+    code, out, _ = run(capsys, "kb", "add", "refunds.md", "shipping.txt")
+    assert code == 0 and "added as #1 “Refunds”" in out and "added as #2" in out
+
+    code, out, _ = run(capsys, "kb", "list", "--json")
+    docs = json.loads(out)
+    assert [d["title"] for d in docs] == ["Refunds", "shipping"]
+
+    code, out, _ = run(capsys, "kb", "search", "how long does delivery to Korea take", "--json")
+    hits = json.loads(out)
+    assert hits[0]["document_id"] == 2 and hits[0]["score"] > hits[1]["score"]
+
+    code, out, _ = run(capsys, "kb", "reindex")
+    assert code == 0 and "2 chunks" in out
+
+    code, out, _ = run(capsys, "kb", "remove", "2")
+    assert code == 0
+    code, out, _ = run(capsys, "kb", "search", "delivery to Korea", "--json")
+    assert {h["document_id"] for h in json.loads(out)} == {1}
+
+
+def test_kb_add_reports_bad_files_and_keeps_the_good_ones(env: Path, capsys) -> None:
+    (env / "good.md").write_text("Good content.")
+    (env / "bad.pdf").write_bytes(b"%PDF")
+    code, out, err = run(capsys, "kb", "add", "bad.pdf", "missing.md", "good.md")
+    assert code == 1
+    assert "bad.pdf: 'bad.pdf' is not a supported type" in err and "missing.md" in err
+    assert "good.md: added" in out
+
+
+def test_db_upgrade_and_config_errors(env: Path, capsys, monkeypatch) -> None:
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0 and (env / "data" / "assistant.db").exists()
+    monkeypatch.setenv("ADMIN_IDS", "not-a-number")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 2 and "Configuration error" in err
+
+
+def test_run_without_token_explains_what_to_do(env: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    code, _, err = run(capsys, "run")
+    assert code == 2 and "TELEGRAM_BOT_TOKEN" in err
+
+
+def test_terminal_chat_answers_and_takes_ratings(services: Services, fake_model) -> None:
+    fake_model.queue("First answer.")
+    stdin = io.StringIO("/up\nWhat is this?\n/down\n/up\n/quit\n")
+    stdout = io.StringIO()
+    assert chat_loop(services, stdin, stdout) == 0
+    out = stdout.getvalue()
+    assert "Nothing to rate yet." in out
+    assert "First answer." in out and "Rating created." in out and "Rating changed." in out
+    with services.db.read() as s:
+        assert [(r.user_id, r.value) for r in s.scalars(select(Rating))] == [(TERMINAL_USER.id, 1)]

@@ -1,0 +1,114 @@
+"""`assistant run` as a real process, real models, real Chroma, real PTB, the emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import create_engine, text
+
+from tests.botapi import BotAPIEmulator
+from tests.conftest import MODEL_CACHE, ROOT
+
+pytestmark = pytest.mark.slow
+
+USER = 777
+
+
+async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, *args: str):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": botapi.token, "TELEGRAM_API_URL": botapi.url,
+           "ASSISTANT_DATA_DIR": str(data_dir), "MODEL_CACHE_DIR": str(MODEL_CACHE),
+           "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO", "MAX_NEW_TOKENS": "48"}
+    env.pop("DATABASE_URL", None)
+    env.pop("CHROMA_URL", None)
+    log = open(data_dir.parent / "assistant.log", "wb")  # noqa: SIM115 - closed by the caller
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", *args, cwd=data_dir.parent, env=env,
+        stdout=log, stderr=asyncio.subprocess.STDOUT)
+    return proc, log
+
+
+def mean_logprob(model_dir: Path, prompt: str, answer: str) -> float:
+    """Mean per-token log-probability of `answer` after `prompt` under the real model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    p_ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    a_ids = tok(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = torch.cat([p_ids, a_ids], dim=1)
+    with torch.no_grad():
+        logits = model(ids).logits[0, p_ids.shape[1] - 1:-1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return logprobs.gather(1, a_ids[0].unsqueeze(1)).mean().item()
+
+
+async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmulator,
+                                                             tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    proc, log = await start_assistant(botapi, data_dir)
+    try:
+        # Ready when it long-polls (start-up: migrate, seed samples, load both models).
+        await botapi.wait_for(lambda: botapi.calls_to("getUpdates") or proc.returncode is not None,
+                              timeout=240, what="the bot to start polling")
+        assert proc.returncode is None, (tmp_path / "assistant.log").read_text()
+
+        sent_at = time.monotonic()
+        botapi.send_text(USER, "How do I start a new conversation with the bot?")
+        reply = await botapi.wait_for_message(USER, timeout=120)
+        latency = time.monotonic() - sent_at
+
+        answer, _, sources = reply["text"].rpartition("\n\nSources: ")
+        assert answer.strip(), reply["text"]
+        assert "Bot commands" in sources.split("; ")
+        keyboard = reply["reply_markup"]["inline_keyboard"][0]
+        assert [b["text"] for b in keyboard] == ["👍", "👎"]
+
+        botapi.press_button(USER, reply, keyboard[0]["callback_data"])
+        ack = await botapi.wait_for(lambda: botapi.calls_to("answerCallbackQuery"), timeout=30)
+        assert ack[0].params["text"] == "Thanks for the feedback!"
+        assert any(c.method == "setMyCommands" for c in botapi.calls)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "assistant.log").read_text()[-3000:]
+
+    engine = create_engine(f"sqlite:///{data_dir / 'assistant.db'}")
+    with engine.connect() as conn:
+        users = conn.execute(text("SELECT id, username FROM users")).all()
+        convs = conn.execute(text("SELECT id, chat_id FROM conversations")).all()
+        msgs = conn.execute(text("SELECT id, role, text, prompt, sources, adapter_version, "
+                                 "latency_ms, telegram_message_id FROM messages ORDER BY id")).all()
+        ratings = conn.execute(text("SELECT message_id, user_id, value FROM ratings")).all()
+    engine.dispose()
+    assert users == [(USER, f"user{USER}")]
+    assert convs == [(convs[0][0], USER)]
+    assert [m.role for m in msgs] == ["user", "assistant"]
+    question, stored = msgs
+    assert question.text == "How do I start a new conversation with the bot?"
+    assert stored.text == answer
+    assert "Bot commands" in json.loads(stored.sources)
+    assert stored.adapter_version == "base" and stored.latency_ms > 0
+    assert stored.telegram_message_id == reply["message_id"]
+    assert ratings == [(stored.id, USER, 1)]
+
+    # The answer is the real model's own greedy output: it is highly likely under that model.
+    model_dir = next(MODEL_CACHE.glob("SmolLM2-135M-Instruct*"))
+    assert mean_logprob(model_dir, stored.prompt, stored.text) > -1.5
+    print(f"\nE2E reply latency: {latency:.2f} s (model-side {stored.latency_ms} ms)")
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    (ROOT / ".cache" / "e2e_latency.json").write_text(json.dumps(
+        {"reply_seconds": round(latency, 2), "model_ms": stored.latency_ms}))

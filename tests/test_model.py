@@ -1,0 +1,53 @@
+"""The real packaged chat model: conversion cache, generation, streaming, LoRA adapter pickup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bot.model import HFChatModel
+from tests.conftest import MODEL_CACHE
+
+pytestmark = pytest.mark.slow
+
+CHAT = [{"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello."}]
+
+
+def load(adapters: Path) -> HFChatModel:
+    return HFChatModel("", MODEL_CACHE, adapters, max_new_tokens=12)
+
+
+def test_packaged_model_generates_and_streams(tmp_path: Path) -> None:
+    model = load(tmp_path / "adapters")
+    assert (MODEL_CACHE / "SmolLM2-135M-Instruct.Q4_1" / "model.safetensors").exists()
+    partials: list[str] = []
+    gen = model.generate(CHAT, on_text=partials.append)
+    assert gen.text and gen.new_tokens > 0 and gen.adapter_version == "base"
+    assert "<|im_start|>assistant" in gen.prompt  # rendered with the model's chat template
+    assert len(partials) >= 2 and partials[-1].strip() == gen.text
+    assert all(b.startswith(a) for a, b in zip(partials, partials[1:]))
+
+
+def test_current_adapter_is_applied_at_load(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    adapters = tmp_path / "adapters"
+    base = load(adapters)
+    ids = base.tokenizer("Hello there", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_logits = base.model(ids).logits
+    # A LoRA adapter with non-zero weights, registered as v0001 and made current.
+    lora = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    lora.save_pretrained(adapters / "v0001")
+    (adapters / "CURRENT").write_text("v0001")
+
+    tuned = load(adapters)
+    assert tuned.adapter_version == "v0001"
+    with torch.no_grad():
+        tuned_logits = tuned.model(ids).logits
+    assert not torch.allclose(base_logits, tuned_logits)
+    assert tuned.generate(CHAT).adapter_version == "v0001"

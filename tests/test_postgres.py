@@ -1,0 +1,79 @@
+"""The same storage and chat service on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from sqlalchemy import inspect, select, text
+
+from bot.config import Settings
+from bot.storage.db import Database
+from bot.storage.models import Message, Rating
+from bot.storage.store import RatingOutcome, Store, UserInfo
+from bot.wiring import build_services
+from tests.fakes import FakeChatModel, FakeEmbedder
+
+
+def fresh_database(postgres_url: str) -> str:
+    """A new, empty database on the test server, so tests never see each other's rows."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = Database(postgres_url)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_migrations_and_ratings_on_postgres(postgres_url: str) -> None:
+    db = Database(fresh_database(postgres_url))
+    db.upgrade()
+    db.upgrade()  # idempotent
+    assert {"users", "messages", "ratings", "documents"} <= set(inspect(db.engine).get_table_names())
+    store = Store(db)
+    big_id = 7_000_000_000  # Telegram ids exceed 32 bits
+    store.upsert_user(UserInfo(big_id, "bob"))
+    conv = store.active_conversation(-1001234567890)
+    msg = store.add_message(conv, "assistant", "hi", chunk_ids=["1:1:0"], sources=["Doc"])
+    assert store.rate(msg, big_id, 1) is RatingOutcome.CREATED
+    assert store.rate(msg, big_id, -1) is RatingOutcome.CHANGED
+    with db.read() as s:
+        assert [(r.user_id, r.value) for r in s.scalars(select(Rating))] == [(big_id, -1)]
+        assert s.scalar(select(Message.chunk_ids)) == ["1:1:0"]
+    db.dispose()
+
+
+def test_concurrent_writers_on_postgres(postgres_url: str) -> None:
+    db = Database(fresh_database(postgres_url))
+    db.upgrade()
+    store, errors = Store(db), []
+
+    def worker(n: int) -> None:
+        try:
+            for _ in range(10):
+                store.upsert_user(UserInfo(n))
+                store.active_conversation(n)
+        except Exception as exc:  # pragma: no cover
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    db.dispose()
+
+
+def test_chat_pipeline_with_database_url(postgres_url: str, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=tmp_path, database_url=fresh_database(postgres_url))
+    services = build_services(settings, model=FakeChatModel("From Postgres."),
+                              embedder=FakeEmbedder(), seed=True)
+    assert services.store.count_documents() >= 3  # the samples were seeded into PostgreSQL
+    reply = services.chat.answer(3, UserInfo(3), "rate an answer: press the thumbs up button")
+    assert reply.text == "From Postgres." and reply.sources
+    assert services.store.rate(reply.message_id, 3, 1) is RatingOutcome.CREATED
+    with services.db.read() as s:
+        assert s.scalar(select(Message.text).where(Message.id == reply.message_id)) == "From Postgres."
+    services.close()
