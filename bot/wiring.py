@@ -68,6 +68,6 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
         limits = ChatLimits(history_turns=settings.history_turns,
                             retrieval_k=settings.retrieval_k,
                             max_message_chars=settings.max_message_chars)
-        services.chat = ChatService(store, index, model or load_chat_model(settings),
+        services.chat = ChatService(store, knowledge, model or load_chat_model(settings),
                                     settings.system_prompt, limits)
     return services

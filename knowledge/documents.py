@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPPORTED_SUFFIXES = (".txt", ".md")
+SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
+# Page furniture, not content: dropped from HTML before the text is taken.
+_BOILERPLATE_TAGS = ("script", "style", "nav", "header", "footer", "aside", "form", "noscript",
+                     "select", "button", "iframe", "svg", "template")
+_BOILERPLATE_ATTR = re.compile(
+    r"(^|[\s_-])(nav|navbar|menu|mainmenu|submenu|sidebar|breadcrumbs?|footer|header|banner|"
+    r"searchmenu|search|cookie|toc|nosearch|skip)([\s_-]|$)", re.I)
+_BLOCK_TAGS = ("p", "div", "li", "pre", "tr", "table", "ul", "ol", "blockquote", "dd", "dt",
+               "section", "article", "main", "br", "hr", "dl", "figure", "caption")
 
 
 class UnsupportedDocument(ValueError):
@@ -48,6 +57,57 @@ def parse_text(text: str, title: str | None = None, fallback_title: str = "Untit
     return ParsedDocument(title=(title or _title_from(clean, fallback_title)).strip(), text=clean)
 
 
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnsupportedDocument(f"'{name}' is not UTF-8 text.") from exc
+
+
+def html_to_text(html: str) -> tuple[str | None, str]:
+    """(title, text) of an HTML page: headings become Markdown headings, furniture is dropped."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    for tag in soup(_BOILERPLATE_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(True):
+        if tag.decomposed or tag.attrs is None:
+            continue
+        marks = " ".join([tag.get("id") or "", *(tag.get("class") or [])])
+        if marks.strip() and _BOILERPLATE_ATTR.search(marks):
+            tag.decompose()
+    body = soup.body or soup
+    for level in range(1, 7):
+        for h in body.find_all(f"h{level}"):
+            h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
+    for tag in body.find_all(_BLOCK_TAGS):
+        tag.insert_before("\n\n" if tag.name not in ("br", "li", "tr") else "\n")
+        tag.insert_after("\n")
+    lines = [re.sub(r"[ \t\xa0]+", " ", ln).strip() for ln in body.get_text().split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return title, text
+
+
+def pdf_to_text(data: bytes, name: str) -> tuple[str | None, str]:
+    """(title, text) from a PDF's text layer."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = reader.metadata.title if reader.metadata else None
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise UnsupportedDocument(f"'{name}' could not be read as a PDF ({exc}).") from exc
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        raise UnsupportedDocument(f"'{name}' has no text layer (a scanned PDF?); "
+                                  "only PDFs with selectable text can be added.")
+    return title, text
+
+
 def parse_file(path: Path, data: bytes | None = None) -> ParsedDocument:
     """Read a supported file into a document; raises `UnsupportedDocument` with a clear reason."""
     suffix = path.suffix.lower()
@@ -56,8 +116,15 @@ def parse_file(path: Path, data: bytes | None = None) -> ParsedDocument:
             f"'{path.name}' is not a supported type. Supported: {', '.join(SUPPORTED_SUFFIXES)}."
         )
     raw = data if data is not None else path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnsupportedDocument(f"'{path.name}' is not UTF-8 text.") from exc
-    return parse_text(text, fallback_title=path.stem.replace("_", " ").replace("-", " "))
+    fallback = path.stem.replace("_", " ").replace("-", " ")
+    title: str | None = None
+    if suffix in (".html", ".htm"):
+        title, text = html_to_text(_decode(raw, path.name))
+    elif suffix == ".pdf":
+        title, text = pdf_to_text(raw, path.name)
+    else:
+        text = _decode(raw, path.name)
+    if not text.strip():
+        raise UnsupportedDocument(f"'{path.name}' has no text to add. Supported types: "
+                                  f"{', '.join(SUPPORTED_SUFFIXES)} with some text in them.")
+    return parse_text(text, title=title or None, fallback_title=fallback)

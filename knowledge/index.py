@@ -21,6 +21,7 @@ class Hit:
 
     chunk_id: str
     document_id: int
+    version: int
     title: str
     text: str
     score: float
@@ -91,11 +92,25 @@ class KnowledgeIndex:
                                          result["metadatas"][0], result["distances"][0],
                                          strict=True):
             hits.append(Hit(chunk_id=cid, document_id=int(meta["document_id"]),
-                            title=str(meta["title"]), text=text, score=1.0 - float(dist)))
+                            version=int(meta["version"]), title=str(meta["title"]), text=text,
+                            score=1.0 - float(dist)))
         return hits
 
     def count(self) -> int:
         return self._collection.count()
+
+    def chunk_counts(self, page: int = 5000) -> dict[tuple[int, int], int]:
+        """{(document id, version): number of indexed chunks}."""
+        counts: dict[tuple[int, int], int] = {}
+        offset = 0
+        while True:
+            batch = self._collection.get(include=["metadatas"], limit=page, offset=offset)
+            for meta in batch["metadatas"]:
+                key = (int(meta["document_id"]), int(meta["version"]))
+                counts[key] = counts.get(key, 0) + 1
+            if len(batch["ids"]) < page:
+                return counts
+            offset += page
 
     def clear(self) -> None:
         """Drop every chunk (used by reindex before rebuilding from SQL)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 
@@ -18,7 +20,9 @@ USER = 501
 @pytest.fixture
 async def bot(settings: Settings, services: Services, botapi: BotAPIEmulator):
     services.knowledge.add_text("Bot commands", "Send /reset to start a new conversation.",
-                                "test:commands", None)
+                                "test:commands", "test")
+    # Every question retrieves that document here; relevance itself is tested elsewhere.
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
     app = build_application(settings.model_copy(update={"telegram_api_url": botapi.url}), services)
     await app.initialize()
     await app.start()
@@ -96,7 +100,7 @@ async def test_model_failure_gets_an_apology_and_the_bot_keeps_working(
     botapi.send_text(USER, "first")
     assert "Sorry" in (await botapi.wait_for_message(USER))["text"]
     botapi.send_text(USER, "second")
-    assert (await botapi.wait_for_message(USER, 2))["text"] == "Back to normal."
+    assert (await botapi.wait_for_message(USER, 2))["text"].startswith("Back to normal.")
 
 
 async def test_oversized_message_is_refused_clearly(bot, botapi: BotAPIEmulator,

@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 
 from bot.services import UserError
+from bot.services.chat import NO_KNOWLEDGE_REPLY
 from bot.storage.models import Message
 from bot.storage.store import UserInfo
 from bot.wiring import Services
@@ -11,7 +14,13 @@ ALICE = UserInfo(7, "alice", "Alice", "en")
 
 
 def add_doc(services: Services, title: str, text: str) -> None:
-    services.knowledge.add_text(title, text, source=f"test:{title}", added_by=None)
+    services.knowledge.add_text(title, text, source=f"test:{title}", actor="test")
+
+
+def always_grounded(services: Services) -> None:
+    """One document that every question retrieves, for tests about something else."""
+    add_doc(services, "Notes", "General notes.")
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
 
 
 def test_answer_fences_retrieved_excerpts_and_cites_their_titles(
@@ -28,12 +37,24 @@ def test_answer_fences_retrieved_excerpts_and_cites_their_titles(
     assert reply.render() == "We open at nine.\n\nSources: " + "; ".join(reply.sources)
 
 
-def test_unrelated_question_gets_no_excerpts_and_no_sources(
+def test_unrelated_question_says_the_knowledge_base_has_nothing(
         services: Services, fake_model: FakeChatModel) -> None:
     add_doc(services, "Opening hours", "The office is open from nine to five every day.")
     reply = services.chat.answer(1, ALICE, "zebra quantum")
-    assert reply.sources == []
-    assert "<excerpt" not in fake_model.calls[-1][-1]["content"]
+    assert reply.text == NO_KNOWLEDGE_REPLY and reply.sources == []
+    assert fake_model.calls == []  # nothing to ground an answer on: the model is not asked
+    with services.db.read() as s:
+        stored = s.scalar(select(Message).where(Message.id == reply.message_id))
+    assert stored.role == "assistant" and stored.prompt is None  # never training data
+
+
+def test_follow_up_question_is_retrieved_with_the_previous_one(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Opening hours", "The office is open from nine to five every day.")
+    services.chat.answer(1, ALICE, "When is the office open?")
+    reply = services.chat.answer(1, ALICE, "And on Sundays?")
+    assert reply.sources == ["Opening hours"]
+    assert len(fake_model.calls) == 2
 
 
 def test_every_exchange_is_stored_with_prompt_sources_and_adapter(
@@ -54,6 +75,7 @@ def test_every_exchange_is_stored_with_prompt_sources_and_adapter(
 
 def test_history_is_given_to_the_model_and_reset_clears_it(
         services: Services, fake_model: FakeChatModel) -> None:
+    always_grounded(services)
     fake_model.queue("Hello Bob.", "Your name is Bob.", "I don't know.")
     services.chat.answer(1, ALICE, "My name is Bob.")
     services.chat.answer(1, ALICE, "What is my name?")
@@ -65,6 +87,7 @@ def test_history_is_given_to_the_model_and_reset_clears_it(
 
 
 def test_other_chats_do_not_share_history(services: Services, fake_model: FakeChatModel) -> None:
+    always_grounded(services)
     services.chat.answer(1, ALICE, "secret one")
     services.chat.answer(2, UserInfo(8), "hello")
     assert all("secret" not in m["content"] for m in fake_model.calls[-1])
@@ -81,6 +104,7 @@ def test_oversized_and_empty_messages_are_refused_with_a_reason(
 
 def test_a_failing_model_still_keeps_the_question(services: Services,
                                                   fake_model: FakeChatModel) -> None:
+    always_grounded(services)
     fake_model.queue(RuntimeError("CUDA out of memory"))
     with pytest.raises(RuntimeError):
         services.chat.answer(1, ALICE, "Will this be lost?")
@@ -90,7 +114,8 @@ def test_a_failing_model_still_keeps_the_question(services: Services,
 
 def test_long_history_is_trimmed_to_the_prompt_budget(services: Services,
                                                       fake_model: FakeChatModel) -> None:
-    services.chat.limits = type(services.chat.limits)(history_turns=50, max_prompt_tokens=120)
+    always_grounded(services)
+    services.chat.limits = replace(services.chat.limits, history_turns=50, max_prompt_tokens=120)
     for i in range(10):
         services.chat.answer(1, ALICE, f"message {i} " + "word " * 20)
     sent = fake_model.calls[-1]

@@ -46,6 +46,8 @@ def test_kb_add_list_search_remove_reindex(env: Path, capsys) -> None:
 
     code, out, _ = run(capsys, "kb", "reindex")
     assert code == 0 and "2 chunks" in out
+    code, out, _ = run(capsys, "kb", "check")
+    assert code == 0 and "OK" in out
 
     code, out, _ = run(capsys, "kb", "remove", "2")
     assert code == 0
@@ -55,10 +57,12 @@ def test_kb_add_list_search_remove_reindex(env: Path, capsys) -> None:
 
 def test_kb_add_reports_bad_files_and_keeps_the_good_ones(env: Path, capsys) -> None:
     (env / "good.md").write_text("Good content.")
-    (env / "bad.pdf").write_bytes(b"%PDF")
-    code, out, err = run(capsys, "kb", "add", "bad.pdf", "missing.md", "good.md")
+    (env / "tool.exe").write_bytes(b"MZ")
+    (env / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    code, out, err = run(capsys, "kb", "add", "tool.exe", "broken.pdf", "missing.md", "good.md")
     assert code == 1
-    assert "bad.pdf: 'bad.pdf' is not a supported type" in err and "missing.md" in err
+    assert "'tool.exe' is not a supported type. Supported: .txt, .md, .html, .htm, .pdf" in err
+    assert "'broken.pdf' could not be read as a PDF" in err and "missing.md" in err
     assert "good.md: added" in out
 
 
@@ -77,6 +81,7 @@ def test_run_without_token_explains_what_to_do(env: Path, capsys, monkeypatch) -
 
 
 def test_terminal_chat_answers_and_takes_ratings(services: Services, fake_model) -> None:
+    services.knowledge.add_text("Notes", "What this is: a test.", "t:notes", "test")
     fake_model.queue("First answer.")
     stdin = io.StringIO("/up\nWhat is this?\n/down\n/up\n/quit\n")
     stdout = io.StringIO()

@@ -1,8 +1,14 @@
-"""Curating the knowledge base: SQL keeps the documents, the Chroma index keeps their chunks."""
+"""Curating the knowledge base: SQL keeps the documents, the Chroma index keeps their chunks.
+
+Searches only return chunks of a document's current version in SQL, so a replace in progress,
+or one a crash interrupted, never mixes versions in an answer; `reindex` repairs the index.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -17,6 +23,7 @@ from knowledge.index import Hit, KnowledgeIndex
 logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "samples"
+SYSTEM_ACTOR = "system"
 
 
 class AddStatus(Enum):
@@ -31,37 +38,45 @@ class AddResult:
     document: DocumentInfo
 
 
+@dataclass(frozen=True)
+class IndexProblem:
+    document_id: int
+    title: str
+    expected_chunks: int
+    indexed_chunks: int
+
+
 class KnowledgeService:
-    """Add, replace, remove, search and rebuild the knowledge base."""
+    """Add, replace, remove, search, check and rebuild the knowledge base."""
 
     def __init__(self, store: Store, index: KnowledgeIndex, embedder: Embedder) -> None:
         self.store = store
         self.index = index
         self._embedder = embedder
 
-    def _chunks(self, doc: ParsedDocument) -> list[str]:
+    def _chunks(self, text: str) -> list[str]:
         max_tokens = min(self._embedder.max_tokens, 256) - 16  # room for the title line
-        return chunk_text(doc.text, self._embedder.count_tokens, max_tokens=max_tokens,
+        return chunk_text(text, self._embedder.count_tokens, max_tokens=max_tokens,
                           overlap_tokens=max_tokens // 5)
 
-    def add_parsed(self, doc: ParsedDocument, source: str, added_by: int | None) -> AddResult:
+    def add_parsed(self, doc: ParsedDocument, source: str, added_by: int | None,
+                   actor: str) -> AddResult:
         """Add a document, or a new version of the one with the same source."""
         duplicate = self.store.document_by_hash(doc.content_hash)
         if duplicate is not None:
             return AddResult(AddStatus.DUPLICATE, duplicate)
-        chunks = self._chunks(doc)
+        chunks = self._chunks(doc.text)
         existing = self.store.document_by_source(source)
+        fields = dict(title=doc.title, text=doc.text, content_hash=doc.content_hash,
+                      chunk_count=len(chunks), added_by=added_by, actor=actor)
         if existing is None:
-            info = self.store.add_document(title=doc.title, source=source, text=doc.text,
-                                           content_hash=doc.content_hash,
-                                           chunk_count=len(chunks), added_by=added_by)
+            info = self.store.add_document(source=source, **fields)
             status = AddStatus.ADDED
         else:
-            info = self.store.replace_document(existing.id, title=doc.title, text=doc.text,
-                                               content_hash=doc.content_hash,
-                                               chunk_count=len(chunks), added_by=added_by)
+            info = self.store.replace_document(existing.id, **fields)
             status = AddStatus.REPLACED
-        # Index the new version, then drop every other version's chunks.
+        # SQL now names the new version, so searches ignore the old chunks from here on;
+        # index the new ones, then drop the old ones.
         self.index.add(info.id, info.version, info.title, chunks)
         if status is AddStatus.REPLACED:
             self.index.delete_document(info.id, keep_version=info.version)
@@ -69,40 +84,77 @@ class KnowledgeService:
                     info.version, len(chunks))
         return AddResult(status, info)
 
-    def add_file(self, path: Path, added_by: int | None = None) -> AddResult:
+    def add_file(self, path: Path, actor: str, added_by: int | None = None,
+                 data: bytes | None = None, source: str | None = None) -> AddResult:
+        """Add a file from disk (or its bytes, e.g. a Telegram upload)."""
         try:
-            parsed = parse_file(path)
+            parsed = parse_file(path, data)
         except UnsupportedDocument as exc:
             raise UserError(str(exc)) from exc
-        return self.add_parsed(parsed, source=str(path.resolve()), added_by=added_by)
+        return self.add_parsed(parsed, source or str(path.resolve()), added_by, actor)
 
-    def add_text(self, title: str, text: str, source: str, added_by: int | None) -> AddResult:
+    def add_text(self, title: str, text: str, source: str, actor: str,
+                 added_by: int | None = None) -> AddResult:
         try:
             parsed = parse_text(text, title=title)
         except UnsupportedDocument as exc:
             raise UserError(str(exc)) from exc
-        return self.add_parsed(parsed, source=source, added_by=added_by)
+        return self.add_parsed(parsed, source, added_by, actor)
 
-    def remove(self, document_id: int) -> bool:
+    def remove(self, document_id: int, actor: str) -> DocumentInfo | None:
+        """Remove a document and its chunks; None if there is no such document."""
+        info = self.store.delete_document(document_id, actor)
         self.index.delete_document(document_id)
-        return self.store.delete_document(document_id)
+        return info
 
-    def list(self) -> list[DocumentInfo]:
-        return self.store.list_documents()
+    def list(self, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
+        return self.store.list_documents(offset, limit)
+
+    def count(self) -> int:
+        return self.store.count_documents()
+
+    def show(self, document_id: int) -> tuple[DocumentInfo, str] | None:
+        """A document's metadata and text."""
+        info = self.store.document(document_id)
+        if info is None:
+            return None
+        return info, self.store.document_text(document_id) or ""
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
-        return self.index.search(query, k)
+        """The `k` best chunks of current document versions, best first."""
+        hits = self.index.search(query, k * 2)
+        current = self.store.current_versions({h.document_id for h in hits})
+        return [h for h in hits if current.get(h.document_id) == h.version][:k]
 
-    def reindex(self) -> int:
+    def check(self) -> list[IndexProblem]:
+        """Documents whose indexed chunk count differs from SQL (fix with `reindex`)."""
+        indexed = self.index.chunk_counts()
+        problems = [IndexProblem(d.id, d.title, d.chunk_count, indexed.pop((d.id, d.version), 0))
+                    for d in self.store.list_documents()]
+        problems = [p for p in problems if p.expected_chunks != p.indexed_chunks]
+        problems += [IndexProblem(doc_id, "(stale chunks)", 0, n)
+                     for (doc_id, _), n in indexed.items()]
+        return problems
+
+    def reindex(self, actor: str = SYSTEM_ACTOR) -> int:
         """Rebuild the whole Chroma index from the documents in SQL; returns the chunk count."""
         self.index.clear()
         total = 0
         for info in self.store.list_documents():
-            text = self.store.document_text(info.id) or ""
-            chunks = self._chunks(ParsedDocument(info.title, text))
+            chunks = self._chunks(self.store.document_text(info.id) or "")
             self.index.add(info.id, info.version, info.title, chunks)
             total += len(chunks)
+        self.store.audit(actor, "reindex", {"documents": self.count(), "chunks": total})
         return total
+
+    def export(self) -> Iterator[str]:
+        """Every document as one JSON line (metadata and full text)."""
+        for info in self.store.list_documents():
+            record = {"id": info.id, "title": info.title, "source": info.source,
+                      "version": info.version, "content_hash": info.content_hash,
+                      "added_by": info.added_by, "created_at": info.created_at.isoformat(),
+                      "text": self.store.document_text(info.id)}
+            yield json.dumps(record, ensure_ascii=False)
 
     def seed_samples(self, samples_dir: Path = SAMPLES_DIR) -> int:
         """Fill an empty knowledge base with the sample documents; returns how many were added."""
@@ -110,7 +162,7 @@ class KnowledgeService:
             return 0
         added = 0
         for path in sorted(samples_dir.glob("*.md")):
-            result = self.add_parsed(parse_file(path), source=f"sample:{path.name}", added_by=None)
+            result = self.add_parsed(parse_file(path), f"sample:{path.name}", None, SYSTEM_ACTOR)
             added += result.status is AddStatus.ADDED
         logger.info("Seeded the knowledge base with %d sample documents", added)
         return added

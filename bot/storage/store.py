@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from sqlalchemy import func, select, update
 
 from bot.storage.db import Database
-from bot.storage.models import Conversation, Document, Message, Rating, User, utcnow
+from bot.storage.models import (
+    AuditEntry,
+    Conversation,
+    Document,
+    Message,
+    Rating,
+    User,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,9 @@ class DocumentInfo:
     version: int
     chunk_count: int
     content_hash: str
+    size: int  # characters of text
+    added_by: int | None
+    created_at: datetime
 
 
 class RatingOutcome(Enum):
@@ -48,7 +60,8 @@ class RatingOutcome(Enum):
 
 
 def _doc_info(doc: Document) -> DocumentInfo:
-    return DocumentInfo(doc.id, doc.title, doc.source, doc.version, doc.chunk_count, doc.content_hash)
+    return DocumentInfo(doc.id, doc.title, doc.source, doc.version, doc.chunk_count,
+                        doc.content_hash, len(doc.text), doc.added_by, doc.created_at)
 
 
 class Store:
@@ -143,7 +156,7 @@ class Store:
             row.value = value
             return RatingOutcome.CHANGED
 
-    # --- documents -----------------------------------------------------------------------------
+    # --- documents (every change writes an audit entry in the same transaction) --------------
 
     def document_by_hash(self, content_hash: str) -> DocumentInfo | None:
         with self.db.read() as s:
@@ -156,17 +169,24 @@ class Store:
                            .order_by(Document.version.desc()).limit(1))
             return _doc_info(doc) if doc else None
 
+    def document(self, document_id: int) -> DocumentInfo | None:
+        with self.db.read() as s:
+            doc = s.get(Document, document_id)
+            return _doc_info(doc) if doc else None
+
     def add_document(self, *, title: str, source: str, text: str, content_hash: str,
-                     chunk_count: int, added_by: int | None, version: int = 1) -> DocumentInfo:
+                     chunk_count: int, added_by: int | None, actor: str) -> DocumentInfo:
         with self.db.write() as s:
             doc = Document(title=title, source=source, text=text, content_hash=content_hash,
-                           chunk_count=chunk_count, added_by=added_by, version=version)
+                           chunk_count=chunk_count, added_by=added_by, version=1)
             s.add(doc)
             s.flush()
+            s.add(AuditEntry(actor=actor, action="add", document_id=doc.id,
+                             details={"title": title, "source": source, "chunks": chunk_count}))
             return _doc_info(doc)
 
     def replace_document(self, document_id: int, *, title: str, text: str, content_hash: str,
-                         chunk_count: int, added_by: int | None) -> DocumentInfo:
+                         chunk_count: int, added_by: int | None, actor: str) -> DocumentInfo:
         """Store new content for a document under the next version number."""
         with self.db.write() as s:
             doc = s.get(Document, document_id)
@@ -176,19 +196,44 @@ class Store:
             doc.chunk_count, doc.added_by, doc.version = chunk_count, added_by, doc.version + 1
             doc.created_at = utcnow()
             s.flush()
+            s.add(AuditEntry(actor=actor, action="replace", document_id=doc.id,
+                             details={"title": title, "version": doc.version,
+                                      "chunks": chunk_count}))
             return _doc_info(doc)
 
-    def delete_document(self, document_id: int) -> bool:
+    def delete_document(self, document_id: int, actor: str) -> DocumentInfo | None:
         with self.db.write() as s:
             doc = s.get(Document, document_id)
             if doc is None:
-                return False
+                return None
+            info = _doc_info(doc)
             s.delete(doc)
-            return True
+            s.add(AuditEntry(actor=actor, action="remove", document_id=document_id,
+                             details={"title": info.title, "source": info.source,
+                                      "version": info.version}))
+            return info
 
-    def list_documents(self) -> list[DocumentInfo]:
+    def audit(self, actor: str, action: str, details: dict) -> None:
+        with self.db.write() as s:
+            s.add(AuditEntry(actor=actor, action=action, details=details))
+
+    def audit_entries(self, limit: int = 50) -> list[AuditEntry]:
         with self.db.read() as s:
-            return [_doc_info(d) for d in s.scalars(select(Document).order_by(Document.id))]
+            return list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)))
+
+    def list_documents(self, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
+        with self.db.read() as s:
+            query = select(Document).order_by(Document.id).offset(offset).limit(limit)
+            return [_doc_info(d) for d in s.scalars(query)]
+
+    def current_versions(self, document_ids: set[int]) -> dict[int, int]:
+        """{document id: current version} for those of `document_ids` that still exist."""
+        if not document_ids:
+            return {}
+        with self.db.read() as s:
+            rows = s.execute(select(Document.id, Document.version)
+                             .where(Document.id.in_(document_ids))).all()
+        return {doc_id: version for doc_id, version in rows}
 
     def document_text(self, document_id: int) -> str | None:
         with self.db.read() as s:
