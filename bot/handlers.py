@@ -27,6 +27,12 @@ HELP_TEXT = (
     "• /help shows this message.\n\n"
     "I store your messages, my answers and your ratings to improve over time."
 )
+ADMIN_HELP = (
+    "\n\nAs an admin you can curate the knowledge base:\n"
+    "• send me a file (.txt, .md, .html, .pdf) to add it; the same file name again replaces it\n"
+    "• /kb_add <title>, then the text on the next lines (or reply to a message)\n"
+    "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>"
+)
 APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 
 
@@ -66,7 +72,9 @@ def user_info(user: User) -> UserInfo:
 async def start(update: Update, context: AssistantContext) -> None:
     """/start and /help: say what the bot does and what it stores."""
     if update.effective_message:
-        await update.effective_message.reply_text(HELP_TEXT)
+        user = update.effective_user
+        admin = user is not None and user.id in context.services.settings.admin_ids
+        await update.effective_message.reply_text(HELP_TEXT + (ADMIN_HELP if admin else ""))
 
 
 async def reset(update: Update, context: AssistantContext) -> None:

@@ -8,7 +8,7 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 
-from bot import handlers
+from bot import handlers, handlers_admin
 from bot.config import Settings
 from bot.wiring import Services
 
@@ -44,6 +44,7 @@ def build_application(settings: Settings, services: Services) -> Application:
         .build()
     )
     application.bot_data["services"] = services
+    handlers_admin.register(application)  # before the chat handlers: its buttons match first
     handlers.register(application)
     return application
 

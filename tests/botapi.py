@@ -40,6 +40,7 @@ class BotAPIEmulator:
         self.updates: list[dict[str, Any]] = []
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat id, message id) -> msg
         self.chats: dict[int, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}  # file_id -> content (file_path is "documents/<id>")
         self.failures: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -53,6 +54,7 @@ class BotAPIEmulator:
     async def start(self, port: int = 0) -> str:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -100,6 +102,15 @@ class BotAPIEmulator:
         result = await handler(params)
         return web.json_response({"ok": True, "result": result})
 
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        self.calls.append(Call("download", {"path": request.match_info["path"]}))
+        file_id = request.match_info["path"].removeprefix("documents/")
+        if file_id not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[file_id])
+
     # --- Bot API methods ---------------------------------------------------------------------
 
     async def _api_getMe(self, p: dict[str, Any]) -> Any:
@@ -116,6 +127,15 @@ class BotAPIEmulator:
 
     async def _api_answerCallbackQuery(self, p: dict[str, Any]) -> Any:
         return True
+
+    async def _api_getFile(self, p: dict[str, Any]) -> Any:
+        file_id = str(p["file_id"])
+        if file_id not in self.files:
+            raise web.HTTPBadRequest(text=json.dumps({"ok": False, "error_code": 400,
+                                                      "description": "Bad Request: file is too big"}),
+                                     content_type="application/json")
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}",
+                "file_size": len(self.files[file_id]), "file_path": f"documents/{file_id}"}
 
     async def _api_getUpdates(self, p: dict[str, Any]) -> Any:
         offset = int(p.get("offset") or 0)
@@ -184,6 +204,22 @@ class BotAPIEmulator:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         if reply_to is not None:
             message["reply_to_message"] = reply_to
+        self.messages[(chat_id, message["message_id"])] = message
+        self._push({"message": message})
+        return message
+
+    def send_document(self, user_id: int, file_name: str, data: bytes, *,
+                      file_size: int | None = None, chat_id: int | None = None,
+                      chat_type: str = "private") -> dict[str, Any]:
+        """Inject a file upload; `file_size` may claim more than `data` (for size limits)."""
+        chat_id = chat_id if chat_id is not None else user_id
+        chat = self.chats.setdefault(chat_id, {"id": chat_id, "type": chat_type})
+        file_id = f"f{len(self.files) + 1}"
+        self.files[file_id] = data
+        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat,
+                   "from": self.user(user_id),
+                   "document": {"file_id": file_id, "file_unique_id": f"u{file_id}",
+                                "file_name": file_name, "file_size": file_size or len(data)}}
         self.messages[(chat_id, message["message_id"])] = message
         self._push({"message": message})
         return message

@@ -60,3 +60,26 @@ def postgres_url() -> str:
 
     with postgres_cluster() as url:
         yield url
+
+
+@pytest.fixture
+async def start_bot(settings: Settings, services: Services, botapi: BotAPIEmulator):
+    """Start the real PTB Application against the emulator (long polling over HTTP)."""
+    from bot.telegram_app import build_application
+
+    apps = []
+
+    async def start():  # type: ignore[no-untyped-def]
+        app = build_application(settings.model_copy(update={"telegram_api_url": botapi.url}),
+                                services)
+        await app.initialize()
+        await app.start()
+        await app.updater.start_polling(poll_interval=0.0, timeout=1)
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()

@@ -7,9 +7,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from bot.config import Settings
 from bot.storage.models import Conversation, Message, Rating
-from bot.telegram_app import build_application
 from bot.wiring import Services
 from tests.botapi import BotAPIEmulator
 from tests.fakes import FakeChatModel
@@ -18,19 +16,12 @@ USER = 501
 
 
 @pytest.fixture
-async def bot(settings: Settings, services: Services, botapi: BotAPIEmulator):
+async def bot(services: Services, start_bot):
     services.knowledge.add_text("Bot commands", "Send /reset to start a new conversation.",
                                 "test:commands", "test")
     # Every question retrieves that document here; relevance itself is tested elsewhere.
     services.chat.limits = replace(services.chat.limits, min_score=-1.0)
-    app = build_application(settings.model_copy(update={"telegram_api_url": botapi.url}), services)
-    await app.initialize()
-    await app.start()
-    await app.updater.start_polling(poll_interval=0.0, timeout=1)
-    yield app
-    await app.updater.stop()
-    await app.stop()
-    await app.shutdown()
+    return await start_bot()
 
 
 def buttons(message: dict) -> list[tuple[str, str]]:
@@ -42,6 +33,7 @@ async def test_start_explains_the_bot(bot, botapi: BotAPIEmulator) -> None:
     botapi.send_text(USER, "/start")
     reply = await botapi.wait_for_message(USER)
     assert "/reset" in reply["text"] and "👍" in reply["text"] and "store" in reply["text"]
+    assert "/kb_add" not in reply["text"]  # USER is not an admin
 
 
 async def test_question_gets_answer_with_sources_and_rating_buttons(

@@ -1,0 +1,226 @@
+"""Knowledge-base curation from Telegram, for the users in ADMIN_IDS only (checked on every path)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot.handlers import AssistantContext
+from bot.services import UserError
+from bot.services.knowledge import AddResult
+from knowledge.documents import SUPPORTED_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
+PAGE_SIZE = 10
+REFUSAL = "Sorry, only knowledge-base admins can do that."
+KB_ADD_USAGE = ("Usage: /kb_add <title> on the first line and the text on the next lines, "
+                "or reply /kb_add <title> to a message whose text should be added.")
+
+
+def _is_admin(update: Update, context: AssistantContext) -> bool:
+    user = update.effective_user
+    return user is not None and user.id in context.services.settings.admin_ids
+
+
+async def _refuse(update: Update) -> None:
+    if update.callback_query:
+        await update.callback_query.answer(REFUSAL, show_alert=True)
+    elif update.effective_message:
+        await update.effective_message.reply_text(REFUSAL)
+
+
+def _actor(update: Update) -> str:
+    return f"telegram:{update.effective_user.id}"
+
+
+def _describe(result: AddResult) -> str:
+    d = result.document
+    if result.status.value == "duplicate":
+        return f"Already in the knowledge base as #{d.id} “{d.title}”; nothing changed."
+    verb = "Added" if result.status.value == "added" else f"Replaced (now version {d.version})"
+    return f"{verb}: #{d.id} “{d.title}” — {d.size:,} characters, {d.chunk_count} chunks."
+
+
+def _args_text(update: Update) -> str:
+    """Everything after the command, first line and following lines."""
+    text = update.effective_message.text or ""
+    return text.split(maxsplit=1)[1] if len(text.split(maxsplit=1)) > 1 else ""
+
+
+async def upload(update: Update, context: AssistantContext) -> None:
+    """An admin sends a file in a private chat: ingest it and report title, size and chunks."""
+    message = update.effective_message
+    if not _is_admin(update, context):
+        await message.reply_text("I can only answer text messages; only knowledge-base admins "
+                                 "can add documents.")
+        return
+    doc = message.document
+    name = doc.file_name or "document"
+    if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+        await message.reply_text(f"I can't read '{name}'. Supported types: "
+                                 f"{', '.join(SUPPORTED_SUFFIXES)}.")
+        return
+    if doc.file_size and doc.file_size > MAX_DOWNLOAD_BYTES:
+        await message.reply_text(f"'{name}' is {doc.file_size / 2**20:.1f} MB; bots can only "
+                                 "download files up to 20 MB. Split it, or add it with "
+                                 "`assistant kb add` on the server.")
+        return
+    try:
+        data = bytes(await (await context.bot.get_file(doc.file_id)).download_as_bytearray())
+        result = await asyncio.to_thread(context.services.knowledge.add_file, Path(name),
+                                         _actor(update), update.effective_user.id, data,
+                                         f"telegram:{name}")
+    except UserError as exc:
+        await message.reply_text(str(exc))
+        return
+    except Exception:
+        logger.exception("Ingesting an uploaded document failed")
+        await message.reply_text(f"Sorry, adding '{name}' failed on my side. Please try again; "
+                                 "if it keeps failing, the server log says why.")
+        return
+    await message.reply_text(_describe(result))
+
+
+async def kb_add(update: Update, context: AssistantContext) -> None:
+    """/kb_add <title>, then the text on the next lines (or as a reply to a message)."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    message = update.effective_message
+    title, _, body = _args_text(update).partition("\n")
+    replied = message.reply_to_message
+    if not body.strip() and replied is not None:
+        body = replied.text or replied.caption or ""
+    if not title.strip() or not body.strip():
+        await message.reply_text(KB_ADD_USAGE)
+        return
+    try:
+        result = await asyncio.to_thread(
+            context.services.knowledge.add_text, title.strip(), body,
+            f"telegram:text:{title.strip()}", _actor(update), update.effective_user.id)
+    except UserError as exc:
+        await message.reply_text(str(exc))
+        return
+    await message.reply_text(_describe(result))
+
+
+async def kb_list(update: Update, context: AssistantContext) -> None:
+    """/kb_list [page]: documents, ten at a time."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    arg = _args_text(update).strip()
+    page = int(arg) if arg.isdigit() and int(arg) > 0 else 1
+    knowledge = context.services.knowledge
+    total = await asyncio.to_thread(knowledge.count)
+    docs = await asyncio.to_thread(knowledge.list, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    if not total:
+        await update.effective_message.reply_text("The knowledge base is empty. Send me a file "
+                                                  "or use /kb_add to add something.")
+        return
+    pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+    lines = [f"#{d.id} {d.title} (v{d.version}, {d.chunk_count} chunks)" for d in docs]
+    footer = f"Page {page} of {pages}, {total} documents."
+    if page < pages:
+        footer += f" Next: /kb_list {page + 1}"
+    await update.effective_message.reply_text("\n".join(lines + ["", footer]) if lines else footer)
+
+
+def _document_id(update: Update) -> int | None:
+    arg = _args_text(update).strip().lstrip("#")
+    return int(arg) if arg.isdigit() else None
+
+
+async def kb_show(update: Update, context: AssistantContext) -> None:
+    """/kb_show <id>: metadata and the first lines."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    doc_id = _document_id(update)
+    if doc_id is None:
+        await update.effective_message.reply_text("Usage: /kb_show <document id>")
+        return
+    found = await asyncio.to_thread(context.services.knowledge.show, doc_id)
+    if found is None:
+        await update.effective_message.reply_text(f"There is no document #{doc_id}.")
+        return
+    info, text = found
+    preview = "\n".join(text.splitlines()[:10])[:2500]
+    await update.effective_message.reply_text(
+        f"#{info.id} {info.title}\nSource: {info.source}\nVersion {info.version}, "
+        f"{info.chunk_count} chunks, {info.size:,} characters, added "
+        f"{info.created_at:%Y-%m-%d %H:%M} UTC\n\n{preview}")
+
+
+async def kb_remove(update: Update, context: AssistantContext) -> None:
+    """/kb_remove <id>: asks to confirm with a button."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    doc_id = _document_id(update)
+    if doc_id is None:
+        await update.effective_message.reply_text("Usage: /kb_remove <document id>")
+        return
+    found = await asyncio.to_thread(context.services.knowledge.show, doc_id)
+    if found is None:
+        await update.effective_message.reply_text(f"There is no document #{doc_id}.")
+        return
+    keyboard = InlineKeyboardMarkup([[
+        InlineKeyboardButton("Remove", callback_data=f"kb:rm:{doc_id}"),
+        InlineKeyboardButton("Cancel", callback_data="kb:cancel"),
+    ]])
+    await update.effective_message.reply_text(f"Remove #{doc_id} “{found[0].title}”?",
+                                              reply_markup=keyboard)
+
+
+async def kb_confirm(update: Update, context: AssistantContext) -> None:
+    """The Remove / Cancel buttons; the admin check is repeated here."""
+    query = update.callback_query
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    parts = (query.data or "").split(":")
+    if parts[1:2] == ["rm"] and len(parts) == 3 and parts[2].isdigit():
+        info = await asyncio.to_thread(context.services.knowledge.remove, int(parts[2]),
+                                       _actor(update))
+        text = f"Removed #{info.id} “{info.title}”." if info else "It was already removed."
+    else:
+        text = "Cancelled; nothing was removed."
+    await query.answer()
+    await query.edit_message_text(text)
+
+
+async def kb_search(update: Update, context: AssistantContext) -> None:
+    """/kb_search <query>: the best chunks with their scores."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    query = _args_text(update).strip()
+    if not query:
+        await update.effective_message.reply_text("Usage: /kb_search <question or words>")
+        return
+    hits = await asyncio.to_thread(context.services.knowledge.search, query, 5)
+    if not hits:
+        await update.effective_message.reply_text("No matches.")
+        return
+    lines = [f"{h.score:.2f}  #{h.document_id} {h.title}: {' '.join(h.text.split())[:150]}"
+             for h in hits]
+    await update.effective_message.reply_text("\n\n".join(lines))
+
+
+def register(application: Application) -> None:
+    application.add_handler(CommandHandler("kb_add", kb_add))
+    application.add_handler(CommandHandler("kb_list", kb_list))
+    application.add_handler(CommandHandler("kb_show", kb_show))
+    application.add_handler(CommandHandler("kb_remove", kb_remove))
+    application.add_handler(CommandHandler("kb_search", kb_search))
+    application.add_handler(CallbackQueryHandler(kb_confirm, pattern=r"^kb:"))
+    application.add_handler(MessageHandler(
+        filters.Document.ALL & filters.ChatType.PRIVATE, upload))
+
