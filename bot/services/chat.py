@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,22 @@ def build_messages(system_prompt: str, history: list[Turn], question: str,
     messages += [{"role": t.role, "content": t.text} for t in history]
     messages.append({"role": "user", "content": f"{context}\n\nQuestion: {question}"})
     return messages
+
+
+LEAK_REPLY = "Sorry, I can't share my instructions. Ask me about the knowledge base instead."
+_WORD = re.compile(r"[\w'-]+")
+
+
+def leaks_instructions(answer: str, system_prompt: str, run: int = 8) -> bool:
+    """True if `answer` repeats `run` consecutive words of the system prompt, or any code-like
+    token of it (letters mixed with digits, e.g. a key or canary), whatever a document asked."""
+    prompt_words = _WORD.findall(system_prompt.lower())
+    answer_text = " ".join(_WORD.findall(answer.lower()))
+    codes = {w for w in prompt_words if len(w) >= 6 and re.search(r"\d", w) and re.search(r"[a-z]", w)}
+    if any(code in answer_text for code in codes):
+        return True
+    runs = {" ".join(prompt_words[i:i + run]) for i in range(len(prompt_words) - run + 1)}
+    return any(r in answer_text for r in runs)
 
 
 def unique_titles(hits: list[Hit]) -> list[str]:
@@ -134,6 +151,9 @@ class ChatService:
             return Reply(text=NO_KNOWLEDGE_REPLY, message_id=message_id)
         generation = self.model.generate(self._fit(history, question, hits), on_text=on_text)
         answer = generation.text or "Sorry, I could not come up with an answer to that."
+        if leaks_instructions(answer, self.system_prompt):
+            logger.warning("Withheld an answer in chat %s that repeated the system prompt", chat_id)
+            answer = LEAK_REPLY
         sources = unique_titles(hits)
         latency_ms = int((time.monotonic() - started) * 1000)
         message_id = self.store.add_message(
