@@ -32,5 +32,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+bench-retrieval: $(STAMP)
+	@test -d /usr/share/doc/sqlite3 || { echo "Needs the corpus: apt-get install sqlite3-doc"; exit 1; }
+	$(BIN)/python bench/retrieval/run.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(
         frozenset(), description="Comma-separated Telegram user ids allowed to curate knowledge."
     )
+    allowed_user_ids: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="If set, only these users (and admins) may use the bot."
+    )
     data_dir: Path = Field(
         Path("data"),
         validation_alias=AliasChoices("ASSISTANT_DATA_DIR", "data_dir"),
@@ -63,7 +66,13 @@ class Settings(BaseSettings):
     seed_knowledge: bool = Field(True, description="Seed an empty knowledge base with the samples.")
     log_level: str = "INFO"
 
-    @field_validator("admin_ids", mode="before")
+    rate_limit_per_minute: int = Field(12, ge=0, description="Questions per user per minute; 0 = off.")
+    generation_workers: int = Field(1, ge=1, le=16, description="Answers generated at once.")
+    queue_max_waiting: int = Field(64, ge=1, description="Questions waiting before new ones are refused.")
+    queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")
+    generation_timeout_s: float = Field(60.0, gt=0, description="Longest time one answer may take.")
+
+    @field_validator("admin_ids", "allowed_user_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):

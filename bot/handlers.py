@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
-from telegram.constants import ChatAction, ChatType
-from telegram.error import TelegramError
+from telegram.constants import ChatType
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.services import UserError
 from bot.services.feedback import THUMBS_DOWN, THUMBS_UP
+from bot.services.queue import FairQueue, RateLimiter
 from bot.storage.store import RatingOutcome, UserInfo
+from bot.streaming import StreamingReply
 from bot.wiring import Services
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ ADMIN_HELP = (
     "• /kb_add <title>, then the text on the next lines (or reply to a message)\n"
     "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>"
 )
+NOT_ALLOWED = "Sorry, this assistant is private. Ask its owner to add you."
 APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 
 
@@ -42,6 +45,21 @@ class AssistantContext(CallbackContext[ExtBot, dict, dict, dict]):
     @property
     def services(self) -> Services:
         return self.application.bot_data["services"]
+
+    @property
+    def queue(self) -> FairQueue:
+        return self.application.bot_data["queue"]
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self.application.bot_data["rate_limiter"]
+
+    def may_use(self, user: User | None) -> bool:
+        """ALLOWED_USER_IDS (when set) and admins may use the bot."""
+        settings = self.services.settings
+        return user is not None and (not settings.allowed_user_ids
+                                     or user.id in settings.allowed_user_ids
+                                     or user.id in settings.admin_ids)
 
 
 def rating_keyboard(message_id: int) -> InlineKeyboardMarkup:
@@ -102,30 +120,34 @@ def _addressed_to_bot(update: Update, context: AssistantContext) -> str | None:
     return None
 
 
-async def _send_typing(update: Update, context: AssistantContext) -> None:
-    try:
-        await context.bot.send_chat_action(update.effective_chat.id, ChatAction.TYPING)
-    except TelegramError as exc:  # optional: never let it cost the answer
-        logger.warning("sendChatAction failed: %s", exc)
-
-
 async def answer(update: Update, context: AssistantContext) -> None:
-    """A question: retrieve, generate, reply with the sources and 👍/👎 buttons."""
+    """A question: retrieve, generate (streamed into the chat), then sources and 👍/👎 buttons."""
     text = _addressed_to_bot(update, context)
     message, chat, user = update.effective_message, update.effective_chat, update.effective_user
     if text is None or message is None or chat is None or user is None:
         return
-    await _send_typing(update, context)
+    if not context.may_use(user):
+        await message.reply_text(NOT_ALLOWED)
+        return
+    wait = context.rate_limiter.retry_after(user.id)
+    if wait:
+        await message.reply_text(f"You're sending messages too fast; please wait "
+                                 f"{math.ceil(wait)} s and ask again.")
+        return
+    is_group = chat.type != ChatType.PRIVATE
+    stream = StreamingReply(context.bot, chat.id, message.message_id if is_group else None,
+                            is_group)
     try:
-        reply = await asyncio.to_thread(context.services.chat.answer, chat.id, user_info(user), text)
+        reply = await context.queue.run(user.id, context.services.chat.answer, chat.id,
+                                        user_info(user), text, on_text=stream.feed)
     except UserError as exc:
-        await message.reply_text(str(exc))
+        await stream.fail(str(exc))
         return
     except Exception:
         logger.exception("Answering a message in chat %s failed", chat.id)
-        await message.reply_text(APOLOGY)
+        await stream.fail(APOLOGY)
         return
-    sent = await message.reply_text(reply.render(), reply_markup=rating_keyboard(reply.message_id))
+    sent = await stream.finish(reply.render(), rating_keyboard(reply.message_id))
     await asyncio.to_thread(context.services.store.set_telegram_message_id, reply.message_id,
                             sent.message_id)
 
@@ -134,6 +156,9 @@ async def rate(update: Update, context: AssistantContext) -> None:
     """A 👍/👎 press: store the rating and acknowledge it."""
     query = update.callback_query
     if query is None:
+        return
+    if not context.may_use(query.from_user):
+        await query.answer(NOT_ALLOWED, show_alert=True)
         return
     parsed = parse_rating(query.data)
     if parsed is None:

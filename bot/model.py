@@ -114,7 +114,8 @@ class HFChatModel:
 
     def __init__(self, base_model: str, cache_dir: Path, adapters_dir: Path, *,
                  max_new_tokens: int = 160, temperature: float = 0.0,
-                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 4, device: str | None = None) -> None:
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 4,
+                 max_time: float | None = None, device: str | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,6 +138,7 @@ class HFChatModel:
         self.temperature = temperature
         self.repetition_penalty = repetition_penalty
         self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.max_time = max_time  # generation stops there; the answer so far is kept
         self._lock = threading.Lock()
         logger.info("Chat model %s (adapter %s) ready on %s in %.1f s", self.base_name,
                     self.adapter_version, self.device, time.monotonic() - started)
@@ -170,7 +172,7 @@ class HFChatModel:
             output = self.model.generate(
                 **inputs, max_new_tokens=self.max_new_tokens,
                 repetition_penalty=self.repetition_penalty,
-                no_repeat_ngram_size=self.no_repeat_ngram_size,
+                no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 streamer=_Streamer(self.tokenizer, prompt_len, on_text) if on_text else None,
                 **sampling,

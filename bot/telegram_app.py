@@ -10,6 +10,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 
 from bot import handlers, handlers_admin
 from bot.config import Settings
+from bot.services.queue import FairQueue, RateLimiter
 from bot.wiring import Services
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ async def _post_init(application: Application) -> None:
     logger.info("Connected to the Bot API as @%s (id %s)", me.username, me.id)
 
 
+async def _post_shutdown(application: Application) -> None:
+    await application.bot_data["queue"].close()
+
+
 def build_application(settings: Settings, services: Services) -> Application:
     """An Application that talks to `TELEGRAM_API_URL` with the self-hosted URL layout."""
     url = settings.telegram_api_url.rstrip("/")
@@ -41,9 +46,14 @@ def build_application(settings: Settings, services: Services) -> Application:
         .concurrent_updates(16)  # answers take seconds; don't make every chat wait in line
         .rate_limiter(AIORateLimiter(max_retries=3))  # honours 429 retry_after
         .post_init(_post_init)
+        .post_shutdown(_post_shutdown)
         .build()
     )
     application.bot_data["services"] = services
+    application.bot_data["queue"] = FairQueue(settings.generation_workers,
+                                              settings.queue_max_waiting,
+                                              settings.queue_max_per_user)
+    application.bot_data["rate_limiter"] = RateLimiter(settings.rate_limit_per_minute)
     handlers_admin.register(application)  # before the chat handlers: its buttons match first
     handlers.register(application)
     return application

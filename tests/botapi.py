@@ -259,7 +259,13 @@ class BotAPIEmulator:
                              f"calls: {[c.method for c in self.calls][-20:]}")
 
     async def wait_for_message(self, chat_id: int, count: int = 1, timeout: float = 30.0) -> dict[str, Any]:
-        """The `count`-th message the bot sent to `chat_id`."""
-        msgs = await self.wait_for(lambda: len(self.sent_messages(chat_id)) >= count and
-                                   self.sent_messages(chat_id), timeout, f"message #{count} to {chat_id}")
-        return msgs[count - 1]
+        """The `count`-th message the bot sent to `chat_id`, once it is final (a streamed
+        answer is shown with a trailing " …" until its last edit)."""
+
+        def settled() -> dict[str, Any] | None:
+            msgs = self.sent_messages(chat_id)
+            if len(msgs) >= count and not msgs[count - 1]["text"].endswith(" …"):
+                return msgs[count - 1]
+            return None
+
+        return await self.wait_for(settled, timeout, f"message #{count} to {chat_id}")

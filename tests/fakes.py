@@ -6,6 +6,7 @@ import hashlib
 import math
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ class FakeChatModel:
         self.calls: list[ChatMessages] = []
         self.adapter_version = adapter_version
         self.gate: threading.Event | None = None  # set to make generate() wait
+        self.word_delay = 0.0  # seconds between streamed words, to look like a real model
 
     def queue(self, *replies: str | Exception) -> None:
         self.replies.extend(replies)
@@ -39,6 +41,7 @@ class FakeChatModel:
             words = reply.split(" ")
             for i in range(1, len(words) + 1):
                 on_text(" ".join(words[:i]))
+                time.sleep(self.word_delay)
         prompt = "\n".join(f"<{m['role']}>{m['content']}" for m in messages)
         return Generation(text=reply, prompt=prompt, adapter_version=self.adapter_version,
                           new_tokens=len(reply.split()), seconds=0.0)
