@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from bot import handlers, handlers_admin
 from bot.config import Settings
+from bot.resilience import RetryingRateLimiter, once_per_update
 from bot.services.queue import FairQueue, RateLimiter
 from bot.wiring import Services
 
@@ -22,6 +24,8 @@ COMMANDS = [
 
 
 async def _post_init(application: Application) -> None:
+    services: Services = application.bot_data["services"]
+    await asyncio.to_thread(services.store.forget_processed_updates)
     try:
         await application.bot.set_my_commands(COMMANDS)
     except TelegramError as exc:
@@ -44,7 +48,7 @@ def build_application(settings: Settings, services: Services) -> Application:
         .base_file_url(f"{url}/file/bot")
         .context_types(ContextTypes(context=handlers.AssistantContext))
         .concurrent_updates(16)  # answers take seconds; don't make every chat wait in line
-        .rate_limiter(AIORateLimiter(max_retries=3))  # honours 429 retry_after
+        .rate_limiter(RetryingRateLimiter(max_retries=3))  # 429 retry_after, 5xx, network
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()
@@ -54,6 +58,7 @@ def build_application(settings: Settings, services: Services) -> Application:
                                               settings.queue_max_waiting,
                                               settings.queue_max_per_user)
     application.bot_data["rate_limiter"] = RateLimiter(settings.rate_limit_per_minute)
+    application.add_handler(TypeHandler(Update, once_per_update(services.store)), group=-1)
     handlers_admin.register(application)  # before the chat handlers: its buttons match first
     handlers.register(application)
     return application

@@ -38,6 +38,7 @@ class BotAPIEmulator:
                     "supports_inline_queries": False}
         self.calls: list[Call] = []
         self.updates: list[dict[str, Any]] = []
+        self.history: dict[int, dict[str, Any]] = {}
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat id, message id) -> msg
         self.chats: dict[int, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}  # file_id -> content (file_path is "documents/<id>")
@@ -179,8 +180,21 @@ class BotAPIEmulator:
     def _push(self, update: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
+        self.history[update_id] = self.updates[-1]
         self._new_update.set()
         return update_id
+
+    def redeliver(self, update_id: int) -> None:
+        """Offer an update again, as Telegram does when a bot crashed before confirming it."""
+        self.updates.append(self.history[update_id])
+        self._new_update.set()
+
+    async def restart(self, down_for: float = 1.0) -> None:
+        """Stop serving, then serve again on the same port (state kept), like a server restart."""
+        port = int(self.url.rsplit(":", 1)[1])
+        await self.stop()
+        await asyncio.sleep(down_for)
+        await self.start(port)
 
     @staticmethod
     def user(user_id: int, first_name: str = "Test", language_code: str = "en") -> dict[str, Any]:

@@ -80,6 +80,12 @@ async def start_bot(settings: Settings, services: Services, botapi: BotAPIEmulat
 
     yield start
     for app in apps:
+        await stop_bot(app)
+
+
+async def stop_bot(app) -> None:  # type: ignore[no-untyped-def]
+    if app.updater.running:
         await app.updater.stop()
+    if app.running:
         await app.stop()
         await app.shutdown()

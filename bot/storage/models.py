@@ -128,3 +128,12 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(32))  # add | replace | remove | reindex
     document_id: Mapped[int | None] = mapped_column(Integer, index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ProcessedUpdate(Base):
+    """Telegram update ids already handled, so a redelivered update is not answered twice."""
+
+    __tablename__ = "processed_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from bot.storage.db import Database
 from bot.storage.models import (
@@ -15,6 +15,7 @@ from bot.storage.models import (
     Conversation,
     Document,
     Message,
+    ProcessedUpdate,
     Rating,
     User,
     utcnow,
@@ -137,6 +138,22 @@ class Store:
         with self.db.write() as s:
             s.execute(update(Message).where(Message.id == message_id)
                       .values(telegram_message_id=telegram_message_id))
+
+    # --- Telegram updates ----------------------------------------------------------------------
+
+    def mark_update_processed(self, update_id: int) -> bool:
+        """Record an update id; False if it was already recorded."""
+        with self.db.write() as s:
+            if s.get(ProcessedUpdate, update_id) is not None:
+                return False
+            s.add(ProcessedUpdate(update_id=update_id))
+            return True
+
+    def forget_processed_updates(self, older_than: timedelta = timedelta(days=7)) -> int:
+        with self.db.write() as s:
+            result = s.execute(delete(ProcessedUpdate)
+                               .where(ProcessedUpdate.at < utcnow() - older_than))
+            return result.rowcount or 0
 
     # --- ratings -------------------------------------------------------------------------------
 
