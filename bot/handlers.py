@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram.constants import ChatType
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.services import UserError
@@ -26,8 +28,11 @@ HELP_TEXT = (
     "• Just send me a question (in groups, mention me or reply to me).\n"
     "• Rate each answer with 👍 or 👎 — every night I retrain on those ratings.\n"
     "• /reset starts a new conversation.\n"
+    "• /forget deletes everything you wrote here and keeps you out of training.\n"
     "• /help shows this message.\n\n"
-    "I store your messages, my answers and your ratings to improve over time."
+    "What I store: your Telegram id, name and language, your messages, my answers, your ratings "
+    "and corrections. Ratings and corrections train tomorrow's version of me; nothing leaves "
+    "this server."
 )
 ADMIN_HELP = (
     "\n\nAs an admin you can curate the knowledge base:\n"
@@ -35,6 +40,11 @@ ADMIN_HELP = (
     "• /kb_add <title>, then the text on the next lines (or reply to a message)\n"
     "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>"
 )
+CORRECTION_PROMPT = ("Sorry that answer missed. If you like, reply to this message with a better "
+                     "answer or what was wrong, and I'll learn from it. (answer #{id})")
+CORRECTION_REF = re.compile(r"\(answer #(\d+)\)")
+FORGET_QUESTION = ("Delete everything you wrote here — your messages, my answers to them, your "
+                   "ratings and corrections — and never use you for training again?")
 NOT_ALLOWED = "Sorry, this assistant is private. Ask its owner to add you."
 APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 
@@ -129,6 +139,8 @@ async def answer(update: Update, context: AssistantContext) -> None:
     if not context.may_use(user):
         await message.reply_text(NOT_ALLOWED)
         return
+    if await _take_correction(update, context):
+        return
     wait = context.rate_limiter.retry_after(user.id)
     if wait:
         await message.reply_text(f"You're sending messages too fast; please wait "
@@ -173,6 +185,61 @@ async def rate(update: Update, context: AssistantContext) -> None:
         RatingOutcome.UNCHANGED: "You already rated this answer that way.",
         RatingOutcome.NO_MESSAGE: "Sorry, I no longer have that answer.",
     }[outcome])
+    if value == THUMBS_DOWN and outcome in (RatingOutcome.CREATED, RatingOutcome.CHANGED):
+        await _offer_correction(update, context, message_id)
+
+
+async def _offer_correction(update: Update, context: AssistantContext, message_id: int) -> None:
+    """After a 👎: invite (never require) a better answer or a reason, as a reply."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    try:
+        await context.bot.send_message(
+            chat.id, CORRECTION_PROMPT.format(id=message_id),
+            reply_markup=ForceReply(selective=True,
+                                    input_field_placeholder="A better answer, or what was wrong"))
+    except TelegramError as exc:
+        logger.warning("Could not offer a correction: %s", exc)
+
+
+async def _take_correction(update: Update, context: AssistantContext) -> bool:
+    """If this message replies to a correction prompt, store it; True if it was one."""
+    message = update.effective_message
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
+        return False
+    match = CORRECTION_REF.search(replied.text or "")
+    if match is None:
+        return False
+    stored = await asyncio.to_thread(context.services.feedback.correct, int(match.group(1)),
+                                     user_info(update.effective_user), message.text or "")
+    if stored:
+        await message.reply_text("Thank you! I saved your correction; the next training run "
+                                 "learns from it.")
+    return stored
+
+
+async def forget(update: Update, context: AssistantContext) -> None:
+    """/forget: after a confirmation, delete the user's data and exclude them from training."""
+    keyboard = InlineKeyboardMarkup([[
+        InlineKeyboardButton("Yes, forget me", callback_data="forget:yes"),
+        InlineKeyboardButton("Cancel", callback_data="forget:no"),
+    ]])
+    await update.effective_message.reply_text(FORGET_QUESTION, reply_markup=keyboard)
+
+
+async def forget_confirm(update: Update, context: AssistantContext) -> None:
+    """The /forget buttons; they always act on the user who presses them."""
+    query = update.callback_query
+    await query.answer()
+    if query.data != "forget:yes":
+        await query.edit_message_text("Cancelled; nothing was deleted.")
+        return
+    counts = await asyncio.to_thread(context.services.feedback.forget, query.from_user.id)
+    await query.edit_message_text(
+        f"Done. I deleted {counts['messages']} messages, {counts['ratings']} ratings and "
+        f"{counts['corrections']} corrections, and you will never be part of training data.")
 
 
 async def on_error(update: object, context: AssistantContext) -> None:
@@ -185,6 +252,8 @@ def register(application: Application) -> None:
 
     application.add_handler(CommandHandler(["start", "help"], start))
     application.add_handler(CommandHandler("reset", reset))
+    application.add_handler(CommandHandler("forget", forget))
+    application.add_handler(CallbackQueryHandler(forget_confirm, pattern=r"^forget:"))
     application.add_handler(CallbackQueryHandler(rate))  # also answers stale or unknown buttons
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, answer))
     application.add_error_handler(on_error)

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 COMMANDS = [
     BotCommand("help", "What I do and what I store"),
     BotCommand("reset", "Start a new conversation"),
+    BotCommand("forget", "Delete my data and keep me out of training"),
 ]
 
 

@@ -158,8 +158,9 @@ class BotAPIEmulator:
         msg: dict[str, Any] = {"message_id": message_id, "date": int(time.time()),
                                "chat": self.chats.get(chat_id, {"id": chat_id, "type": "private"}),
                                "from": self.bot, "text": p.get("text", "")}
-        if p.get("reply_markup"):
-            msg["reply_markup"] = p["reply_markup"]
+        markup = p.get("reply_markup")
+        if isinstance(markup, dict) and "inline_keyboard" in markup:  # as Telegram returns it
+            msg["reply_markup"] = markup
         self.messages[(chat_id, message_id)] = msg
         return msg
 

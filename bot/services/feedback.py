@@ -1,4 +1,4 @@
-"""Ratings: one 👍/👎 per user per answer, changeable; they become tomorrow's training data."""
+"""Ratings and corrections (tomorrow's training data), and forgetting a user on request."""
 
 from __future__ import annotations
 
@@ -24,3 +24,18 @@ class FeedbackService:
         outcome = self.store.rate(message_id, user.id, value)
         logger.info("Rating on message %s: %s", message_id, outcome.value)
         return outcome
+
+    def correct(self, message_id: int, user: UserInfo, text: str) -> bool:
+        """Store a better answer or a reason for a 👎; False unless `user` rated it 👎."""
+        text = text.strip()
+        if not text or self.store.user_vote(message_id, user.id) != THUMBS_DOWN:
+            return False
+        self.store.add_correction(message_id, user.id, text[:4000])
+        logger.info("Correction stored for message %s", message_id)
+        return True
+
+    def forget(self, user_id: int) -> dict[str, int]:
+        """/forget: delete what the user left here and exclude them from training for good."""
+        counts = self.store.forget_user(user_id)
+        logger.info("Forgot user %s: %s", user_id, counts)
+        return counts

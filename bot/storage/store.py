@@ -13,6 +13,7 @@ from bot.storage.db import Database
 from bot.storage.models import (
     AuditEntry,
     Conversation,
+    Correction,
     Document,
     Message,
     ProcessedUpdate,
@@ -172,6 +173,48 @@ class Store:
                 return RatingOutcome.UNCHANGED
             row.value = value
             return RatingOutcome.CHANGED
+
+    def user_vote(self, message_id: int, user_id: int) -> int | None:
+        with self.db.read() as s:
+            return s.scalar(select(Rating.value).where(Rating.message_id == message_id,
+                                                       Rating.user_id == user_id))
+
+    def add_correction(self, message_id: int, user_id: int, text: str) -> None:
+        with self.db.write() as s:
+            s.add(Correction(message_id=message_id, user_id=user_id, text=text))
+
+    # --- privacy -------------------------------------------------------------------------------
+
+    def forget_user(self, user_id: int) -> dict[str, int]:
+        """Delete a user's messages (with the answers to them), ratings and corrections, and
+        their private chat; mark them forgotten so they never become training data."""
+        with self.db.write() as s:
+            counts = {"ratings": s.execute(delete(Rating).where(Rating.user_id == user_id)).rowcount,
+                      "corrections": s.execute(delete(Correction)
+                                               .where(Correction.user_id == user_id)).rowcount}
+            asked = s.execute(select(Message.id, Message.conversation_id)
+                              .where(Message.user_id == user_id)).all()
+            doomed = {mid for mid, _ in asked}
+            for mid, conv in asked:  # the answer to each question carries it in its prompt
+                answer = s.scalar(select(func.min(Message.id)).where(
+                    Message.conversation_id == conv, Message.id > mid,
+                    Message.role == "assistant"))
+                if answer is not None:
+                    doomed.add(answer)
+            private = select(Conversation.id).where(Conversation.chat_id == user_id)
+            doomed |= set(s.scalars(select(Message.id).where(Message.conversation_id.in_(private))))
+            s.execute(delete(Rating).where(Rating.message_id.in_(doomed)))
+            s.execute(delete(Correction).where(Correction.message_id.in_(doomed)))
+            counts["messages"] = s.execute(delete(Message).where(Message.id.in_(doomed))).rowcount
+            s.execute(delete(Conversation).where(Conversation.chat_id == user_id))
+            user = s.get(User, user_id)
+            if user is not None:
+                user.forgotten_at, user.username, user.first_name = utcnow(), None, None
+            return counts
+
+    def is_forgotten(self, user_id: int) -> bool:
+        with self.db.read() as s:
+            return s.scalar(select(User.forgotten_at).where(User.id == user_id)) is not None
 
     # --- documents (every change writes an audit entry in the same transaction) --------------
 
