@@ -12,6 +12,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.i18n import t
 from bot.services import UserError
 from bot.services.feedback import THUMBS_DOWN, THUMBS_UP
 from bot.services.queue import FairQueue, RateLimiter
@@ -23,30 +24,13 @@ logger = logging.getLogger(__name__)
 
 RATE_PREFIX = "r"
 
-HELP_TEXT = (
-    "Hi! I answer questions from a curated knowledge base and cite my sources.\n\n"
-    "• Just send me a question (in groups, mention me or reply to me).\n"
-    "• Rate each answer with 👍 or 👎 — every night I retrain on those ratings.\n"
-    "• /reset starts a new conversation.\n"
-    "• /forget deletes everything you wrote here and keeps you out of training.\n"
-    "• /help shows this message.\n\n"
-    "What I store: your Telegram id, name and language, your messages, my answers, your ratings "
-    "and corrections. Ratings and corrections train tomorrow's version of me; nothing leaves "
-    "this server."
-)
 ADMIN_HELP = (
     "\n\nAs an admin you can curate the knowledge base:\n"
     "• send me a file (.txt, .md, .html, .pdf) to add it; the same file name again replaces it\n"
     "• /kb_add <title>, then the text on the next lines (or reply to a message)\n"
     "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>"
 )
-CORRECTION_PROMPT = ("Sorry that answer missed. If you like, reply to this message with a better "
-                     "answer or what was wrong, and I'll learn from it. (answer #{id})")
-CORRECTION_REF = re.compile(r"\(answer #(\d+)\)")
-FORGET_QUESTION = ("Delete everything you wrote here — your messages, my answers to them, your "
-                   "ratings and corrections — and never use you for training again?")
-NOT_ALLOWED = "Sorry, this assistant is private. Ask its owner to add you."
-APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
+CORRECTION_REF = re.compile(r"#(\d+)\)\s*$")  # "(answer #12)" / "(답변 #12)"
 
 
 class AssistantContext(CallbackContext[ExtBot, dict, dict, dict]):
@@ -92,6 +76,11 @@ def parse_rating(data: str | None) -> tuple[int, int] | None:
     return (message_id, value) if value in (THUMBS_UP, THUMBS_DOWN) else None
 
 
+def _lang(update: Update) -> str | None:
+    user = update.effective_user
+    return user.language_code if user else None
+
+
 def user_info(user: User) -> UserInfo:
     return UserInfo(id=user.id, username=user.username, first_name=user.first_name,
                     language_code=user.language_code)
@@ -102,7 +91,8 @@ async def start(update: Update, context: AssistantContext) -> None:
     if update.effective_message:
         user = update.effective_user
         admin = user is not None and user.id in context.services.settings.admin_ids
-        await update.effective_message.reply_text(HELP_TEXT + (ADMIN_HELP if admin else ""))
+        lang = user.language_code if user else None
+        await update.effective_message.reply_text(t("help", lang) + (ADMIN_HELP if admin else ""))
 
 
 async def reset(update: Update, context: AssistantContext) -> None:
@@ -111,7 +101,7 @@ async def reset(update: Update, context: AssistantContext) -> None:
     if chat is None or message is None:
         return
     await asyncio.to_thread(context.services.chat.reset, chat.id)
-    await message.reply_text("Started a new conversation. Earlier messages won't be used as context.")
+    await message.reply_text(t("reset", _lang(update)))
 
 
 def _addressed_to_bot(update: Update, context: AssistantContext) -> str | None:
@@ -136,15 +126,15 @@ async def answer(update: Update, context: AssistantContext) -> None:
     message, chat, user = update.effective_message, update.effective_chat, update.effective_user
     if text is None or message is None or chat is None or user is None:
         return
+    lang = user.language_code
     if not context.may_use(user):
-        await message.reply_text(NOT_ALLOWED)
+        await message.reply_text(t("not_allowed", lang))
         return
     if await _take_correction(update, context):
         return
     wait = context.rate_limiter.retry_after(user.id)
     if wait:
-        await message.reply_text(f"You're sending messages too fast; please wait "
-                                 f"{math.ceil(wait)} s and ask again.")
+        await message.reply_text(t("too_fast", lang, seconds=math.ceil(wait)))
         return
     is_group = chat.type != ChatType.PRIVATE
     stream = StreamingReply(context.bot, chat.id, message.message_id if is_group else None,
@@ -153,13 +143,13 @@ async def answer(update: Update, context: AssistantContext) -> None:
         reply = await context.queue.run(user.id, context.services.chat.answer, chat.id,
                                         user_info(user), text, on_text=stream.feed)
     except UserError as exc:
-        await stream.fail(str(exc))
+        await stream.fail(exc.localized(lang))
         return
     except Exception:
         logger.exception("Answering a message in chat %s failed", chat.id)
-        await stream.fail(APOLOGY)
+        await stream.fail(t("apology", lang))
         return
-    sent = await stream.finish(reply.render(), rating_keyboard(reply.message_id))
+    sent = await stream.finish(reply.render(lang), rating_keyboard(reply.message_id))
     await asyncio.to_thread(context.services.store.set_telegram_message_id, reply.message_id,
                             sent.message_id)
 
@@ -169,22 +159,23 @@ async def rate(update: Update, context: AssistantContext) -> None:
     query = update.callback_query
     if query is None:
         return
+    lang = query.from_user.language_code
     if not context.may_use(query.from_user):
-        await query.answer(NOT_ALLOWED, show_alert=True)
+        await query.answer(t("not_allowed", lang), show_alert=True)
         return
     parsed = parse_rating(query.data)
     if parsed is None:
-        await query.answer("This button is no longer valid.")
+        await query.answer(t("button_invalid", lang))
         return
     message_id, value = parsed
     outcome = await asyncio.to_thread(context.services.feedback.rate, message_id,
                                       user_info(query.from_user), value)
-    await query.answer({
-        RatingOutcome.CREATED: "Thanks for the feedback!",
-        RatingOutcome.CHANGED: "Updated your rating.",
-        RatingOutcome.UNCHANGED: "You already rated this answer that way.",
-        RatingOutcome.NO_MESSAGE: "Sorry, I no longer have that answer.",
-    }[outcome])
+    await query.answer(t({
+        RatingOutcome.CREATED: "rated",
+        RatingOutcome.CHANGED: "rating_changed",
+        RatingOutcome.UNCHANGED: "rating_same",
+        RatingOutcome.NO_MESSAGE: "rating_gone",
+    }[outcome], lang))
     if value == THUMBS_DOWN and outcome in (RatingOutcome.CREATED, RatingOutcome.CHANGED):
         await _offer_correction(update, context, message_id)
 
@@ -195,10 +186,11 @@ async def _offer_correction(update: Update, context: AssistantContext, message_i
     if chat is None:
         return
     try:
+        lang = _lang(update)
         await context.bot.send_message(
-            chat.id, CORRECTION_PROMPT.format(id=message_id),
+            chat.id, t("correction_prompt", lang, id=message_id),
             reply_markup=ForceReply(selective=True,
-                                    input_field_placeholder="A better answer, or what was wrong"))
+                                    input_field_placeholder=t("correction_placeholder", lang)))
     except TelegramError as exc:
         logger.warning("Could not offer a correction: %s", exc)
 
@@ -215,31 +207,30 @@ async def _take_correction(update: Update, context: AssistantContext) -> bool:
     stored = await asyncio.to_thread(context.services.feedback.correct, int(match.group(1)),
                                      user_info(update.effective_user), message.text or "")
     if stored:
-        await message.reply_text("Thank you! I saved your correction; the next training run "
-                                 "learns from it.")
+        await message.reply_text(t("correction_saved", _lang(update)))
     return stored
 
 
 async def forget(update: Update, context: AssistantContext) -> None:
     """/forget: after a confirmation, delete the user's data and exclude them from training."""
+    lang = _lang(update)
     keyboard = InlineKeyboardMarkup([[
-        InlineKeyboardButton("Yes, forget me", callback_data="forget:yes"),
-        InlineKeyboardButton("Cancel", callback_data="forget:no"),
+        InlineKeyboardButton(t("forget_yes", lang), callback_data="forget:yes"),
+        InlineKeyboardButton(t("cancel", lang), callback_data="forget:no"),
     ]])
-    await update.effective_message.reply_text(FORGET_QUESTION, reply_markup=keyboard)
+    await update.effective_message.reply_text(t("forget_question", lang), reply_markup=keyboard)
 
 
 async def forget_confirm(update: Update, context: AssistantContext) -> None:
     """The /forget buttons; they always act on the user who presses them."""
     query = update.callback_query
     await query.answer()
+    lang = query.from_user.language_code
     if query.data != "forget:yes":
-        await query.edit_message_text("Cancelled; nothing was deleted.")
+        await query.edit_message_text(t("forget_cancelled", lang))
         return
     counts = await asyncio.to_thread(context.services.feedback.forget, query.from_user.id)
-    await query.edit_message_text(
-        f"Done. I deleted {counts['messages']} messages, {counts['ratings']} ratings and "
-        f"{counts['corrections']} corrections, and you will never be part of training data.")
+    await query.edit_message_text(t("forget_done", lang, **counts))
 
 
 async def on_error(update: object, context: AssistantContext) -> None:

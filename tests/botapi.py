@@ -239,10 +239,12 @@ class BotAPIEmulator:
         self._push({"message": message})
         return message
 
-    def press_button(self, user_id: int, message: dict[str, Any], data: str) -> str:
+    def press_button(self, user_id: int, message: dict[str, Any], data: str,
+                     language_code: str = "en") -> str:
         """Inject a callback query (an inline button press) on one of the bot's messages."""
         callback_id = str(next(self._callback_ids))
-        self._push({"callback_query": {"id": callback_id, "from": self.user(user_id),
+        self._push({"callback_query": {"id": callback_id,
+                                       "from": self.user(user_id, language_code=language_code),
                                        "chat_instance": "1", "message": message, "data": data}})
         return callback_id
 

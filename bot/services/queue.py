@@ -57,10 +57,9 @@ class FairQueue:
         """Run `func(*args, **kwargs)` in its turn; raises QueueFull or TooManyPending."""
         self._start()
         if self._pending.get(key, 0) >= self.max_per_key:
-            raise TooManyPending("I'm still working on your previous question; "
-                                 "please wait for that answer first.")
+            raise TooManyPending.about("busy_user")
         if self.waiting >= self.max_waiting:
-            raise QueueFull("I'm answering a lot of people right now; please try again in a minute.")
+            raise QueueFull.about("busy_all")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(key, deque()).append((func, args, kwargs, future))
         self._pending[key] = self._pending.get(key, 0) + 1
