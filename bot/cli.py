@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -28,12 +29,21 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         print("TELEGRAM_BOT_TOKEN is not set: get one from @BotFather, or try `assistant chat`.",
               file=sys.stderr)
         return 2
-    from bot.telegram_app import run_polling
+    if args.webhook_url and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", args.webhook_secret or ""):
+        print("--webhook-url needs --webhook-secret: 1-256 characters of A-Z, a-z, 0-9, _ and -. "
+              "Telegram sends it with every update, so nobody else can post updates to the bot.",
+              file=sys.stderr)
+        return 2
+    from bot.telegram_app import run_polling, run_webhook
     from bot.wiring import build_services
 
     services = build_services(settings)
     try:
-        run_polling(settings, services)
+        if args.webhook_url:
+            run_webhook(settings, services, args.webhook_url, args.webhook_secret, args.listen,
+                        args.port)
+        else:
+            run_polling(settings, services)
     finally:
         services.close()
     return 0
@@ -61,7 +71,12 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="Run the Telegram bot (long polling)").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="Run the Telegram bot (long polling, or a webhook)")
+    run.add_argument("--webhook-url", help="Public HTTPS URL Telegram should post updates to")
+    run.add_argument("--webhook-secret", help="Secret Telegram sends in every webhook request")
+    run.add_argument("--listen", default="0.0.0.0", help="Webhook server address")
+    run.add_argument("--port", type=int, default=8443, help="Webhook server port")
+    run.set_defaults(func=cmd_run)
     sub.add_parser("chat", help="Chat in the terminal, no Telegram needed").set_defaults(
         func=cmd_chat)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlparse
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
@@ -69,3 +70,13 @@ def run_polling(settings: Settings, services: Services) -> None:
     application = build_application(settings, services)
     logger.info("Long polling %s", settings.telegram_api_url)
     application.run_polling(allowed_updates=Update.ALL_TYPES)
+
+
+def run_webhook(settings: Settings, services: Services, webhook_url: str, secret: str,
+                listen: str, port: int) -> None:
+    """Serve updates pushed by the Bot API; requests without the secret header get 403."""
+    application = build_application(settings, services)
+    path = urlparse(webhook_url).path.lstrip("/")
+    logger.info("Webhook mode: listening on %s:%d/%s", listen, port, path)
+    application.run_webhook(listen=listen, port=port, url_path=path, webhook_url=webhook_url,
+                            secret_token=secret, allowed_updates=Update.ALL_TYPES)

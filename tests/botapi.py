@@ -39,6 +39,9 @@ class BotAPIEmulator:
         self.calls: list[Call] = []
         self.updates: list[dict[str, Any]] = []
         self.history: dict[int, dict[str, Any]] = {}
+        self.webhook_url: str | None = None  # set by setWebhook: updates are then POSTed there
+        self.webhook_secret: str | None = None
+        self.webhook_responses: list[int] = []
         self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat id, message id) -> msg
         self.chats: dict[int, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}  # file_id -> content (file_path is "documents/<id>")
@@ -118,12 +121,18 @@ class BotAPIEmulator:
         return self.bot
 
     async def _api_deleteWebhook(self, p: dict[str, Any]) -> Any:
+        self.webhook_url = None
         return True
 
     async def _api_setMyCommands(self, p: dict[str, Any]) -> Any:
         return True
 
     async def _api_sendChatAction(self, p: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_setWebhook(self, p: dict[str, Any]) -> Any:
+        self.webhook_url = p["url"]
+        self.webhook_secret = p.get("secret_token")
         return True
 
     async def _api_answerCallbackQuery(self, p: dict[str, Any]) -> Any:
@@ -182,8 +191,22 @@ class BotAPIEmulator:
         update_id = next(self._update_ids)
         self.updates.append({"update_id": update_id, **update})
         self.history[update_id] = self.updates[-1]
+        if self.webhook_url:
+            self.updates.pop()
+            asyncio.get_running_loop().create_task(self.post_webhook(self.history[update_id]))
         self._new_update.set()
         return update_id
+
+    async def post_webhook(self, update: dict[str, Any], secret: str | None = "default") -> int:
+        """Deliver an update to the bot's webhook as Telegram does; returns the HTTP status."""
+        import aiohttp
+
+        secret = self.webhook_secret if secret == "default" else secret
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
+        async with aiohttp.ClientSession() as session, session.post(
+                self.webhook_url, json=update, headers=headers) as response:
+            self.webhook_responses.append(response.status)
+            return response.status
 
     def redeliver(self, update_id: int) -> None:
         """Offer an update again, as Telegram does when a bot crashed before confirming it."""
