@@ -28,7 +28,9 @@ ADMIN_HELP = (
     "\n\nAs an admin you can curate the knowledge base:\n"
     "• send me a file (.txt, .md, .html, .pdf) to add it; the same file name again replaces it\n"
     "• /kb_add <title>, then the text on the next lines (or reply to a message)\n"
-    "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>"
+    "• /kb_list [page], /kb_show <id>, /kb_search <query>, /kb_remove <id>\n"
+    "• /stats: usage and 👍 rate per adapter version, with a chart\n"
+    "• /feedback [n]: the latest 👎 answers, to fix the knowledge base"
 )
 CORRECTION_REF = re.compile(r"#(\d+)\)\s*$")  # "(answer #12)" / "(답변 #12)"
 

@@ -10,8 +10,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.handlers import AssistantContext
+from bot.render import split_message
 from bot.services import UserError
 from bot.services.knowledge import AddResult
+from bot.services.stats import rating_chart
 from knowledge.documents import SUPPORTED_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -214,12 +216,52 @@ async def kb_search(update: Update, context: AssistantContext) -> None:
     await update.effective_message.reply_text("\n\n".join(lines))
 
 
+async def stats(update: Update, context: AssistantContext) -> None:
+    """/stats: users, messages, 👍 rate overall and per adapter version, knowledge size, chart."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    numbers = await asyncio.to_thread(context.services.stats.stats)
+    lines = [f"Users: {numbers.users}", f"Questions: {numbers.questions}, answers: "
+             f"{numbers.answers}",
+             f"Ratings: {numbers.up} 👍 / {numbers.down} 👎 ({numbers.up_rate:.0%} 👍)",
+             f"Knowledge base: {numbers.documents} documents, {numbers.chunks} chunks"]
+    lines += [f"  adapter {a.version}: {a.up_rate:.0%} 👍 of {a.up + a.down}"
+              for a in numbers.per_adapter]
+    await update.effective_message.reply_text("\n".join(lines))
+    chart = await asyncio.to_thread(rating_chart, numbers)
+    await update.effective_message.reply_photo(chart, caption="👍 rate per adapter version")
+
+
+async def feedback(update: Update, context: AssistantContext) -> None:
+    """/feedback [n]: the latest 👎 answers with question, answer, sources and corrections."""
+    if not _is_admin(update, context):
+        await _refuse(update)
+        return
+    arg = _args_text(update).strip()
+    limit = min(int(arg), 20) if arg.isdigit() and int(arg) > 0 else 5
+    items = await asyncio.to_thread(context.services.stats.complaints, limit)
+    if not items:
+        await update.effective_message.reply_text("No 👎 ratings yet.")
+        return
+    blocks = []
+    for c in items:
+        block = (f"👎×{c.downvotes} on answer #{c.message_id}\nQ: {c.question[:300]}\n"
+                 f"A: {c.answer[:500]}\nSources: {'; '.join(c.sources) or 'none'}")
+        block += "".join(f"\nCorrection: {text[:300]}" for text in c.corrections)
+        blocks.append(block)
+    for part in split_message("\n\n".join(blocks)):
+        await update.effective_message.reply_text(part)
+
+
 def register(application: Application) -> None:
     application.add_handler(CommandHandler("kb_add", kb_add))
     application.add_handler(CommandHandler("kb_list", kb_list))
     application.add_handler(CommandHandler("kb_show", kb_show))
     application.add_handler(CommandHandler("kb_remove", kb_remove))
     application.add_handler(CommandHandler("kb_search", kb_search))
+    application.add_handler(CommandHandler("stats", stats))
+    application.add_handler(CommandHandler("feedback", feedback))
     application.add_handler(CallbackQueryHandler(kb_confirm, pattern=r"^kb:"))
     application.add_handler(MessageHandler(
         filters.Document.ALL & filters.ChatType.PRIVATE, upload))

@@ -15,6 +15,7 @@ from bot.model import ChatModel, HFChatModel
 from bot.services.chat import ChatLimits, ChatService
 from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
+from bot.services.stats import StatsService
 from bot.storage.db import Database
 from bot.storage.store import Store
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
@@ -30,6 +31,7 @@ class Services:
     store: Store
     knowledge: KnowledgeService
     feedback: FeedbackService
+    stats: StatsService
     chat: ChatService | None = None  # None for commands that never generate (kb, db)
 
     def close(self) -> None:
@@ -64,7 +66,8 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     knowledge = KnowledgeService(store, index, embedder)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()
-    services = Services(settings, db, store, knowledge, FeedbackService(store))
+    services = Services(settings, db, store, knowledge, FeedbackService(store),
+                        StatsService(store))
     if with_chat:
         limits = ChatLimits(history_turns=settings.history_turns,
                             retrieval_k=settings.retrieval_k,

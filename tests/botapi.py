@@ -39,6 +39,7 @@ class BotAPIEmulator:
         self.calls: list[Call] = []
         self.updates: list[dict[str, Any]] = []
         self.history: dict[int, dict[str, Any]] = {}
+        self.uploads: list[tuple[str, bytes]] = []  # (field name, bytes) of files the bot sent
         self.webhook_url: str | None = None  # set by setWebhook: updates are then POSTed there
         self.webhook_secret: str | None = None
         self.webhook_responses: list[int] = []
@@ -76,7 +77,11 @@ class BotAPIEmulator:
             return await request.json()
         raw = dict(request.query)
         if request.method == "POST":
-            raw.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+            for key, value in (await request.post()).items():
+                if isinstance(value, str):
+                    raw[key] = value
+                else:  # an uploaded file (multipart): keep its bytes for the test to inspect
+                    self.uploads.append((key, value.file.read()))
         params: dict[str, Any] = {}
         for key, value in raw.items():  # PTB sends form fields, JSON-encoding non-strings
             if key in TEXT_PARAMS:
@@ -175,6 +180,13 @@ class BotAPIEmulator:
 
     async def _api_sendMessage(self, p: dict[str, Any]) -> Any:
         return self._store_message(int(p["chat_id"]), p)
+
+    async def _api_sendPhoto(self, p: dict[str, Any]) -> Any:
+        msg = self._store_message(int(p["chat_id"]), {"text": ""})
+        msg.pop("text")
+        msg["photo"] = [{"file_id": "photo1", "file_unique_id": "p1", "width": 600, "height": 350}]
+        msg["caption"] = p.get("caption", "")
+        return msg
 
     async def _api_editMessageText(self, p: dict[str, Any]) -> Any:
         key = (int(p["chat_id"]), int(p["message_id"]))
@@ -285,7 +297,8 @@ class BotAPIEmulator:
     def sent_messages(self, chat_id: int | None = None) -> list[dict[str, Any]]:
         """Messages the bot sent, in order."""
         return [m for (cid, _), m in sorted(self.messages.items(), key=lambda kv: kv[0][1])
-                if m["from"].get("is_bot") and (chat_id is None or cid == chat_id)]
+                if m["from"].get("is_bot") and (chat_id is None or cid == chat_id)
+                and "text" in m]
 
     async def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> Any:  # type: ignore[no-untyped-def]
         """Poll `predicate()` until it returns something truthy; fail after `timeout` seconds."""
