@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     rate_limit_per_minute: int = Field(12, ge=0, description="Questions per user per minute; 0 = off.")
-    generation_workers: int = Field(1, ge=1, le=16, description="Answers generated at once.")
+    generation_workers: int = Field(
+        8, ge=1, le=64, description="Answers generated at once, as one batch (see bench/batching)."
+    )
     queue_max_waiting: int = Field(64, ge=1, description="Questions waiting before new ones are refused.")
     queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")
     generation_timeout_s: float = Field(60.0, gt=0, description="Longest time one answer may take.")

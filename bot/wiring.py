@@ -51,7 +51,8 @@ def load_chat_model(settings: Settings) -> HFChatModel:
                        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                        repetition_penalty=settings.repetition_penalty,
                        no_repeat_ngram_size=settings.no_repeat_ngram_size,
-                       max_time=settings.generation_timeout_s)
+                       max_time=settings.generation_timeout_s,
+                       max_batch=settings.generation_workers)
 
 
 def build_services(settings: Settings, *, with_chat: bool = True, model: ChatModel | None = None,

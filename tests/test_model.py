@@ -51,3 +51,52 @@ def test_current_adapter_is_applied_at_load(tmp_path: Path) -> None:
         tuned_logits = tuned.model(ids).logits
     assert not torch.allclose(base_logits, tuned_logits)
     assert tuned.generate(CHAT).adapter_version == "v0001"
+
+
+def test_running_model_hot_swaps_on_promotion_and_rollback(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from tuning.registry import AdapterRegistry
+
+    registry = AdapterRegistry(tmp_path / "adapters")
+    model = load(registry.root)
+    assert model.generate(CHAT).adapter_version == "base"
+    staging = registry.staging_dir()
+    donor = load(tmp_path / "none")
+    get_peft_model(donor.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False)).save_pretrained(staging)
+    version = registry.commit(staging, {"test": True})
+    registry.promote(version)
+    assert model.generate(CHAT).adapter_version == version  # no restart, no reload call
+    registry.rollback()
+    assert model.generate(CHAT).adapter_version == "base"
+    # A broken adapter never takes the bot down: it keeps serving what it had.
+    broken = registry.staging_dir()
+    (broken / "adapter_config.json").write_text("{not json")
+    registry.promote(registry.commit(broken, {}))
+    assert model.generate(CHAT).adapter_version == "base"
+
+
+def test_concurrent_requests_are_batched(tmp_path: Path) -> None:
+    import threading
+
+    model = load(tmp_path / "adapters")
+    alone = model.generate(CHAT).text
+    questions = ["Say hello.", "Name a colour.", "Count to three.", "Say goodbye."]
+    results: dict[str, str] = {}
+    streamed: dict[str, list[str]] = {q: [] for q in questions}
+
+    def ask(q: str) -> None:
+        chat = [CHAT[0], {"role": "user", "content": q}]
+        results[q] = model.generate(chat, on_text=streamed[q].append).text
+
+    before = model.batches_run
+    threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results) == set(questions) and all(results.values())
+    assert model.batches_run - before < len(questions)  # some of them shared a batch
+    assert all(streamed[q] and streamed[q][-1].strip() == results[q] for q in questions)
+    assert results["Say hello."] == alone  # left padding does not change a greedy answer

@@ -1,0 +1,58 @@
+from dataclasses import replace
+
+from bot.storage.store import UserInfo
+from bot.wiring import Services
+from tuning.dataset import collect_feedback, split_rows
+
+
+def answered(services: Services, user: int, question: str) -> int:
+    return services.chat.answer(user, UserInfo(user), question).message_id
+
+
+def setup(services: Services, fake_model) -> dict[str, int]:
+    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    fake_model.queue("good answer", "bad answer", "other answer")
+    ids = {"good": answered(services, 1, "q1"), "bad": answered(services, 1, "q2"),
+           "other": answered(services, 2, "q3")}
+    services.feedback.rate(ids["good"], UserInfo(1), 1)
+    services.feedback.rate(ids["bad"], UserInfo(1), -1)
+    services.feedback.correct(ids["bad"], UserInfo(1), "the corrected answer")
+    services.feedback.rate(ids["other"], UserInfo(2), 1)
+    return ids
+
+
+def test_ratings_and_corrections_become_sft_and_kto_rows(services: Services, fake_model) -> None:
+    setup(services, fake_model)
+    data = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    assert sorted(r["completion"] for r in data.sft) == [
+        "good answer", "other answer", "the corrected answer"]
+    assert sorted((r["completion"], r["label"]) for r in data.kto) == [
+        ("bad answer", False), ("good answer", True), ("other answer", True)]
+    # The prompt is what the model saw, retrieved context included.
+    assert all("<excerpt source=\"Notes\">" in r["prompt"] for r in data.sft + data.kto)
+    assert data.until is not None and len(data.digest()) == 16
+
+
+def test_forgotten_users_never_become_training_data(services: Services, fake_model) -> None:
+    setup(services, fake_model)
+    services.feedback.forget(1)
+    data = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    assert [r["completion"] for r in data.sft] == ["other answer"]
+    assert [r["completion"] for r in data.kto] == ["other answer"]
+
+
+def test_per_user_cap_since_filter_and_dedupe(services: Services, fake_model) -> None:
+    setup(services, fake_model)
+    capped = collect_feedback(services.db, since=None, max_rows_per_user=2)
+    assert capped.size == 2 + 2  # user 1 capped at 2 rows, user 2 has 2 (sft + kto)
+    everything = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    assert collect_feedback(services.db, since=everything.until, max_rows_per_user=100).size == 0
+
+
+def test_split_keeps_a_prompt_in_one_split() -> None:
+    rows = [{"prompt": f"p{i // 2}", "completion": f"c{i}"} for i in range(40)]
+    train, val, test = split_rows(rows, 0.15, 0.15, seed=1)
+    assert len(train) + len(val) + len(test) == 40 and val and test
+    prompts = [{r["prompt"] for r in part} for part in (train, val, test)]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])

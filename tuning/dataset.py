@@ -1,0 +1,115 @@
+"""Training data from what users said about the answers, read from SQL.
+
+* SFT rows `{"prompt", "completion"}`: answers rated 👍, and corrections users wrote after a 👎.
+* KTO rows `{"prompt", "completion", "label"}`: every 👍 (True) and 👎 (False), as TRL's
+  KTOTrainer expects them.
+
+The prompt is exactly what the model saw when it answered (retrieved context included), as
+stored with the answer. Users who used /forget are never included; each user contributes at
+most `max_rows_per_user` rows per run; duplicate rows are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import aliased
+
+from bot.storage.db import Database
+from bot.storage.models import Correction, Message, Rating, User
+
+Row = dict[str, object]
+
+
+@dataclass
+class FeedbackData:
+    sft: list[Row] = field(default_factory=list)
+    kto: list[Row] = field(default_factory=list)
+    until: datetime | None = None  # newest rating or correction included
+
+    @property
+    def size(self) -> int:
+        return len(self.sft) + len(self.kto)
+
+    def digest(self) -> str:
+        """A hash of the exact rows, recorded with the run."""
+        blob = json.dumps({"sft": self.sft, "kto": self.kto}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _key(row: Row) -> str:
+    return json.dumps([row.get("prompt"), row.get("completion"), row.get("label")])
+
+
+def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: int,
+                     seed: int = 0) -> FeedbackData:
+    """Ratings and corrections newer than `since`, turned into SFT and KTO rows."""
+    rater, asker = aliased(User), aliased(User)
+    data = FeedbackData()
+    per_user: dict[int, list[tuple[str, Row]]] = defaultdict(list)
+    newest: list[datetime] = []
+    with db.read() as s:
+        votes = (select(Message.prompt, Message.text, Rating.value, Rating.user_id,
+                        Rating.updated_at)
+                 .join(Rating, Rating.message_id == Message.id)
+                 .join(rater, rater.id == Rating.user_id)
+                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
+        if since is not None:
+            votes = votes.where(Rating.updated_at > since)
+        for prompt, answer, value, user_id, at in s.execute(votes):
+            label = value > 0
+            per_user[user_id].append(("kto", {"prompt": prompt, "completion": answer,
+                                              "label": label}))
+            if label:
+                per_user[user_id].append(("sft", {"prompt": prompt, "completion": answer}))
+            newest.append(at)
+        fixes = (select(Message.prompt, Correction.text, Correction.user_id, Correction.created_at)
+                 .join(Correction, Correction.message_id == Message.id)
+                 .join(rater, rater.id == Correction.user_id)
+                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
+        if since is not None:
+            fixes = fixes.where(Correction.created_at > since)
+        for prompt, text, user_id, at in s.execute(fixes):
+            per_user[user_id].append(("sft", {"prompt": prompt, "completion": text}))
+            newest.append(at)
+        # An answer to a question from a forgotten user never trains either.
+        forgotten_prompts = set(s.scalars(
+            select(Message.prompt).join(asker, asker.id == Message.user_id)
+            .where(asker.forgotten_at.is_not(None), Message.prompt.is_not(None))))
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    for user_id in sorted(per_user):
+        rows = per_user[user_id]
+        rng.shuffle(rows)  # when capped, keep a fair sample rather than the oldest
+        kept = 0
+        for kind, row in rows:
+            if kept >= max_rows_per_user:
+                break
+            key = kind + _key(row)
+            if key in seen or row["prompt"] in forgotten_prompts:
+                continue
+            seen.add(key)
+            getattr(data, kind).append(row)
+            kept += 1
+    data.until = max(newest) if newest else None
+    return data
+
+
+def split_rows(rows: list[Row], val_fraction: float, test_fraction: float,
+               seed: int) -> tuple[list[Row], list[Row], list[Row]]:
+    """Train / validation / test, grouped by prompt so one dialog never spans two splits."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[str(row["prompt"])].append(row)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    n_val = max(1, round(len(keys) * val_fraction)) if len(keys) >= 3 else 0
+    n_test = max(1, round(len(keys) * test_fraction)) if len(keys) >= 3 else 0
+    pick = lambda ks: [r for k in ks for r in groups[k]]  # noqa: E731
+    return (pick(keys[n_val + n_test:]), pick(keys[:n_val]), pick(keys[n_val:n_val + n_test]))
