@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="Migrate to the newest schema").set_defaults(func=cmd_db_upgrade)
 
     cli_kb.register(sub)
+    # The command line is the composition root; the bot's runtime never imports tuning.
+    from tuning import cli as tuning_cli
+
+    tuning_cli.register(sub)
     return parser
 
 

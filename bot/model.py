@@ -7,6 +7,7 @@ dir, so only the very first start pays the ~20 s conversion.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -56,6 +57,15 @@ def packaged_gguf() -> Path:
     return Path(spec.origin).parent / PACKAGED_GGUF
 
 
+def _drop_quantization_config(config_path: Path) -> None:
+    """Caches converted by earlier versions kept `quantization_config`; the weights are plain."""
+    config = json.loads(config_path.read_text())
+    if config.pop("quantization_config", None) is not None:
+        tmp = config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        os.replace(tmp, config_path)
+
+
 def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
     """A directory transformers can load quickly; GGUF files are converted and cached once."""
     if base_model and not base_model.endswith(".gguf"):
@@ -63,6 +73,7 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
     gguf = Path(base_model) if base_model else packaged_gguf()
     target = cache_dir / gguf.stem
     if (target / "config.json").exists():
+        _drop_quantization_config(target / "config.json")
         return target
     if not gguf.exists():
         raise RuntimeError(f"Model file not found: {gguf}")
@@ -73,6 +84,8 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.hf_quantizer = None  # weights are already dequantised; lets save_pretrained proceed
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config  # else reloads count as GGUF-quantised: no training
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{gguf.stem}-", dir=cache_dir))
     try:

@@ -82,21 +82,28 @@ def load_golden(path: Path = GOLDEN) -> list[dict]:
 
 
 def golden_checks(model, tokenizer, golden: list[dict], render, max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
-    """Pass rate of greedy answers on the golden set (`render` turns messages into a prompt)."""
+    """Pass rate of greedy answers on the golden set (`render` turns messages into a prompt);
+    generated as one left-padded batch."""
     import torch
 
-    passed = 0
-    for item in golden:
-        prompt = render(item["messages"])
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+    if not golden:
+        return 0.0
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        batch = tokenizer([render(item["messages"]) for item in golden], return_tensors="pt",
+                          padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 no_repeat_ngram_size=4,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 no_repeat_ngram_size=4, pad_token_id=pad)
+    finally:
+        tokenizer.padding_side = side
+    passed = 0
+    for row, item in enumerate(golden):
+        answer = tokenizer.decode(out[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         if item["expect"] == "idk":
             passed += bool(IDK.search(answer))
         else:
             passed += any(k.lower() in answer.lower() for k in item["keywords"]) \
                 and not IDK.search(answer)
-    return passed / len(golden) if golden else 0.0
+    return passed / len(golden)

@@ -72,6 +72,7 @@ def count_tokens(tokenizer, rows: list[dict]) -> int:  # type: ignore[no-untyped
 def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: TuneConfig,  # type: ignore[no-untyped-def]
           checkpoint_dir: Path, out_dir: Path) -> TrainResult:
     """Fine-tune `model` on prompt/completion rows; the best adapter is saved to `out_dir`."""
+    import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from transformers.trainer_utils import get_last_checkpoint
@@ -89,8 +90,9 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         save_strategy="steps", save_steps=cfg.eval_every, save_total_limit=2,
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss",
         greater_is_better=False, logging_steps=1, report_to=[], seed=cfg.seed,
-        data_seed=cfg.seed, lr_scheduler_type="cosine", warmup_ratio=0.1,
+        data_seed=cfg.seed, lr_scheduler_type="cosine", warmup_steps=0.1,  # 10% of steps
         dataloader_num_workers=0, save_only_model=False,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), fp16=False,
     )
     to_ds = lambda rows: Dataset.from_list([{"prompt": str(r["prompt"]),  # noqa: E731
                                              "completion": str(r["completion"])} for r in rows])

@@ -152,3 +152,24 @@ class Correction(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """One tuning run: what it trained on, with which knobs, how it scored, what was decided."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dialog | nightly
+    method: Mapped[str] = mapped_column(String(32))  # lora | prompt-tuning
+    status: Mapped[str] = mapped_column(String(16))  # running | skipped | rejected | promoted | failed
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    serving_version: Mapped[str | None] = mapped_column(String(16))
+    candidate_version: Mapped[str | None] = mapped_column(String(16))
+    dataset_hash: Mapped[str | None] = mapped_column(String(64))
+    data_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sizes: Mapped[dict] = mapped_column(JSON, default=dict)
+    hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    decision: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -1,0 +1,108 @@
+"""The learning loop on the real packaged model: LoRA training, nightly run, gate, registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
+from bot.model import resolve_base_model
+from bot.services.chat import build_messages
+from bot.storage.db import Database
+from bot.storage.models import TrainingRun
+from bot.storage.store import Store, UserInfo
+from knowledge.index import Hit
+from tests.conftest import MODEL_CACHE
+from tuning.config import TuneConfig
+from tuning.registry import AdapterRegistry
+
+pytestmark = pytest.mark.slow
+
+FACTS = [("Opening hours", "The shop opens at nine and closes at six.", "When does the shop open?",
+          "The shop opens at nine (Source: Opening hours)."),
+         ("Refunds", "Refunds take fourteen days.", "How long do refunds take?",
+          "Refunds take fourteen days (Source: Refunds)."),
+         ("Parking", "Parking is free on level B2.", "Where can I park?",
+          "Park for free on level B2 (Source: Parking)."),
+         ("Support", "Email help@example.com for support.", "How do I get support?",
+          "Email help@example.com (Source: Support).")]
+
+
+def tokenizer():  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_base_model("", MODEL_CACHE))
+
+
+def seed_ratings(store: Store, n_users: int = 6) -> None:
+    """Users who like short cited answers and dislike rambling ones, as stored by the bot."""
+    tok = tokenizer()
+    for u in range(n_users):
+        user = UserInfo(100 + u)
+        store.upsert_user(user)
+        for title, text, question, good in FACTS:
+            prompt = tok.apply_chat_template(
+                build_messages(DEFAULT_SYSTEM_PROMPT, [], f"{question} ({u})",
+                               [Hit("1", 1, 1, title, text, 0.9)]),
+                tokenize=False, add_generation_prompt=True)
+            conv = store.active_conversation(user.id)
+            for answer, vote in ((good, 1), (f"Well, it depends on many things. {text} Maybe.", -1)):
+                store.add_message(conv, "user", question, user_id=user.id)
+                mid = store.add_message(conv, "assistant", answer, prompt=prompt)
+                store.rate(mid, user.id, vote)
+
+
+def tiny(**overrides) -> TuneConfig:  # type: ignore[no-untyped-def]
+    return TuneConfig(**{"max_steps": 4, "batch_size": 4, "max_length": 384, "eval_every": 2,
+                         "min_rows": 8, "patience": 2, "learning_rate": 1e-3, **overrides})
+
+
+def test_lora_training_changes_adapter_weights_not_base_weights(tmp_path: Path) -> None:
+    from tuning.train import load_for_training, train
+
+    base_path = Path(resolve_base_model("", MODEL_CACHE))
+    model, tok = load_for_training(base_path, None, tiny())
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters()
+                   if "lora_" not in n and "q_proj.base_layer.weight" in n}
+    rows = [{"prompt": f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+             "completion": good} for _, _, q, good in FACTS] * 4
+    train(model, tok, rows, rows[:4], tiny(), tmp_path / "ckpt", tmp_path / "out")
+    after = dict(model.named_parameters())
+    assert any(not torch.equal(lora_before[n], after[n]) for n in lora_before)
+    assert all(torch.equal(base_before[n], after[n]) for n in base_before)
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    from tuning.nightly import run_nightly
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE)
+    db = Database(settings.sqlalchemy_url)
+    db.upgrade()
+    seed_ratings(Store(db))
+    outcome = run_nightly(settings, tiny())
+    assert outcome.status in ("promoted", "rejected") and outcome.version == "v0001"
+    registry = AdapterRegistry(settings.adapters_dir)
+    assert registry.current() == ("v0001" if outcome.status == "promoted" else None)
+    with db.read() as s:
+        run = s.scalar(select(TrainingRun))
+    assert run.status == outcome.status and run.dataset_hash and run.data_until
+    assert run.sizes["sft"] == 24 and run.sizes["kto"] == 48
+    assert run.hyperparameters["max_steps"] == 4
+    assert set(run.metrics["candidate"]) == {"golden_loss", "golden_pass", "heldout_loss",
+                                             "preference_accuracy"}
+    assert run.decision["reasons"]
+    report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"
+    assert (report / "loss.png").stat().st_size > 1000
+    assert (report / "decision.txt").read_text().split("\n")[0] in ("PROMOTED", "REJECTED")
+
+    again = run_nightly(settings, tiny())  # nothing new since the last run
+    assert again.status == "skipped" and "only 0 new training rows" in again.reasons[0]
+    assert registry.versions() == ["v0001"]
+    db.dispose()

@@ -1,0 +1,115 @@
+"""`assistant tune ...`: nightly retraining and the adapter registry from the command line.
+
+Heavy imports (torch, transformers, trl) happen inside the commands, never at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bot.config import Settings
+from tuning.config import add_arguments, from_arguments
+from tuning.registry import AdapterRegistry, RegistryError
+
+
+def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
+    from tuning.nightly import AlreadyRunning, run_nightly
+
+    try:
+        outcome = run_nightly(settings, from_arguments(args))
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    print(f"Run {outcome.run_id}: {outcome.status}"
+          + (f", candidate {outcome.version}" if outcome.version else ""))
+    for reason in outcome.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    registry = AdapterRegistry(settings.adapters_dir)
+    current = registry.current()
+    rows = [{"version": v, "current": v == current, **{k: registry.meta(v).get(k) for k in
+                                                       ("kind", "from", "method", "promoted")}}
+            for v in registry.versions()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Serving: {current or 'base model (no adapter)'}")
+    for r in rows:
+        mark = "*" if r["current"] else " "
+        print(f"{mark} {r['version']}  {r['kind'] or '?':<8} {r['method'] or '?':<14} "
+              f"from {r['from'] or 'base'}  {'passed the gate' if r['promoted'] else ''}")
+    return 0
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    registry = AdapterRegistry(settings.adapters_dir)
+    try:
+        registry.path(args.version)
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps({"version": args.version, "current": registry.current() == args.version,
+                      **registry.meta(args.version)}, indent=2, default=str))
+    return 0
+
+
+def cmd_promote(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        AdapterRegistry(settings.adapters_dir).promote(args.version, reason="manual")
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.version} is now serving; running bots switch before their next answer.")
+    return 0
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        previous = AdapterRegistry(settings.adapters_dir).rollback()
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"Rolled back; now serving {previous or 'the base model'}.")
+    return 0
+
+
+def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
+    from tuning.nightly import runs
+
+    rows = runs(settings, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        reasons = "; ".join((r.get("decision") or {}).get("reasons", []))
+        print(f"#{r['id']} {r['started_at'][:16]} {r['kind']} {r['status']:<9} "
+              f"{r['candidate_version'] or '-':<6} {reasons}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    tune = sub.add_parser("tune", help="Retrain, evaluate and manage LoRA adapters")
+    commands = tune.add_subparsers(dest="tune_command", required=True)
+    nightly = commands.add_parser("nightly", help="Train on new ratings; promote past the gate")
+    add_arguments(nightly)
+    nightly.set_defaults(func=cmd_nightly)
+    p = commands.add_parser("list", help="Adapter versions; * marks the serving one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = commands.add_parser("show", help="One version's metadata and metrics")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_show)
+    p = commands.add_parser("promote", help="Serve a version (atomically)")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_promote)
+    commands.add_parser("rollback", help="Serve the previous version again").set_defaults(
+        func=cmd_rollback)
+    p = commands.add_parser("runs", help="Recent training runs and the gate's decisions")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
