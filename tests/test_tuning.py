@@ -106,3 +106,71 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path,
     assert again.status == "skipped" and "only 0 new training rows" in again.reasons[0]
     assert registry.versions() == ["v0001"]
     db.dispose()
+
+
+def test_kill_mid_training_then_resume(tmp_path: Path) -> None:
+    """SIGKILL during training leaves the serving adapter alone; --resume finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, model_cache_dir=MODEL_CACHE, _env_file=None)
+    db = Database(settings.sqlalchemy_url)
+    db.upgrade()
+    seed_ratings(Store(db))
+    registry = AdapterRegistry(settings.adapters_dir)
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(data), "MODEL_CACHE_DIR": str(MODEL_CACHE)}
+    env.pop("DATABASE_URL", None)
+    cmd = [sys.executable, "-m", "bot.cli", "tune", "nightly", "--max-steps", "8",
+           "--eval-every", "2", "--batch-size", "4", "--max-length", "384", "--min-rows", "8",
+           "--patience", "10", "--learning-rate", "1e-3"]
+    checkpoints = data / "tuning" / "checkpoints" / "nightly"
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint's files land
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert registry.versions() == [] and registry.current() is None  # serving untouched
+
+    done = subprocess.run([*cmd, "--resume"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Resuming from" in done.stderr and "checkpoint-" in done.stderr
+    assert "the start" not in done.stderr.split("Resuming from", 1)[1][:40]
+    assert registry.versions() == ["v0001"]
+    assert not list(settings.adapters_dir.glob(".staging-*"))
+    with db.read() as s:
+        statuses = s.scalars(select(TrainingRun.status).order_by(TrainingRun.id)).all()
+    assert statuses[0] == "failed" and statuses[1] in ("promoted", "rejected")
+    db.dispose()
+
+
+def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    registry = AdapterRegistry(tmp_path / "data" / "adapters")
+    base = AutoModelForCausalLM.from_pretrained(resolve_base_model("", MODEL_CACHE))
+    for _ in range(2):
+        staging = registry.staging_dir()
+        get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(staging)
+        registry.commit(staging, {"kind": "test"})
+    assert main(["tune", "promote", "v0001"]) == 0
+    assert main(["tune", "promote", "v0002"]) == 0
+    assert main(["tune", "rollback"]) == 0
+    assert "now serving v0001" in capsys.readouterr().out
+    assert registry.current() == "v0001"
+    assert main(["tune", "list"]) == 0
+    assert "* v0001" in capsys.readouterr().out
+    assert main(["tune", "promote", "v0042"]) == 1

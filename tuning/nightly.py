@@ -69,6 +69,14 @@ def _record(db: Database, run_id: int | None, **fields) -> int:  # type: ignore[
         return run.id
 
 
+def _mark_interrupted(db: Database) -> None:
+    """Runs still 'running' when the lock was free were killed; say so in their record."""
+    with db.write() as s:
+        for run in s.scalars(select(TrainingRun).where(TrainingRun.status == "running")):
+            run.status = "failed"
+            run.decision = {"promote": False, "reasons": ["interrupted (process killed)"]}
+
+
 def last_data_until(db: Database) -> object:
     with db.read() as s:
         return s.scalar(select(TrainingRun.data_until)
@@ -106,6 +114,8 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         db = Database(settings.sqlalchemy_url)
         db.upgrade()
         registry = AdapterRegistry(settings.adapters_dir)
+        registry.discard_stale_staging()  # left by a run that was killed; we hold the lock
+        _mark_interrupted(db)
         serving = registry.current()
         run_id = _record(db, None, kind="nightly", method=cfg.method, status="running",
                          serving_version=serving, hyperparameters=cfg.to_dict())

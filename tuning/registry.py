@@ -71,6 +71,12 @@ class AdapterRegistry:
                 if not (self.root / version).exists():
                     raise
 
+    def discard_stale_staging(self) -> None:
+        """Remove half-written adapters of interrupted runs (call only under the tuning lock)."""
+        if self.root.exists():
+            for stale in self.root.glob(".staging-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
