@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     queue_max_waiting: int = Field(64, ge=1, description="Questions waiting before new ones are refused.")
     queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")
     generation_timeout_s: float = Field(60.0, gt=0, description="Longest time one answer may take.")
+
+    tune_nightly_at: str = Field("", description="HH:MM local time for nightly retraining; empty = off.")
+
+    @field_validator("tune_nightly_at")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        if value and not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("must be a time like 03:30 (24-hour, local time)")
+        return value.strip()
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")
     @classmethod

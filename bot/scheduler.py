@@ -1,0 +1,47 @@
+"""The nightly retraining schedule: the bot starts `assistant tune nightly` as its own process.
+
+A separate process keeps chatting responsive (training takes both cores for minutes) and keeps
+training code out of the bot. The tuning run takes a file lock, so a scheduled run never
+overlaps another one, whether that came from here, cron or a systemd timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+
+from telegram.ext import Application, ContextTypes
+
+logger = logging.getLogger(__name__)
+
+
+def parse_time(value: str) -> dt.time:
+    """'03:30' → 03:30 in the machine's local time zone."""
+    hours, minutes = (int(p) for p in value.split(":"))
+    tz = dt.datetime.now().astimezone().tzinfo
+    return dt.time(hours, minutes, tzinfo=tz)
+
+
+def nightly_command() -> list[str]:
+    return [sys.executable, "-m", "bot.cli", "tune", "nightly"]
+
+
+async def run_nightly_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Start the nightly run unless the previous one this bot started is still going."""
+    running = context.application.bot_data.get("nightly_process")
+    if running is not None and running.returncode is None:
+        logger.warning("Nightly retraining from the previous schedule is still running; skipped")
+        return
+    process = await asyncio.create_subprocess_exec(*nightly_command())
+    context.application.bot_data["nightly_process"] = process
+    logger.info("Started nightly retraining (pid %s)", process.pid)
+
+
+def schedule_nightly(application: Application, at: str) -> None:
+    if not at:
+        return
+    when = parse_time(at)
+    application.job_queue.run_daily(run_nightly_job, time=when, name="nightly-retraining")
+    logger.info("Nightly retraining scheduled daily at %s local time", at)
