@@ -139,18 +139,25 @@ def _document_id(update: Update) -> int | None:
     return int(arg) if arg.isdigit() else None
 
 
-async def kb_show(update: Update, context: AssistantContext) -> None:
-    """/kb_show <id>: metadata and the first lines."""
+async def _find_document(update: Update, context: AssistantContext, command: str):  # type: ignore[no-untyped-def]
+    """(metadata, text) of the document the admin named, or None after replying why not."""
     if not _is_admin(update, context):
         await _refuse(update)
-        return
+        return None
     doc_id = _document_id(update)
     if doc_id is None:
-        await update.effective_message.reply_text("Usage: /kb_show <document id>")
-        return
+        await update.effective_message.reply_text(f"Usage: /{command} <document id>")
+        return None
     found = await asyncio.to_thread(context.services.knowledge.show, doc_id)
     if found is None:
         await update.effective_message.reply_text(f"There is no document #{doc_id}.")
+    return found
+
+
+async def kb_show(update: Update, context: AssistantContext) -> None:
+    """/kb_show <id>: metadata and the first lines."""
+    found = await _find_document(update, context, "kb_show")
+    if found is None:
         return
     info, text = found
     preview = "\n".join(text.splitlines()[:10])[:2500]
@@ -162,17 +169,10 @@ async def kb_show(update: Update, context: AssistantContext) -> None:
 
 async def kb_remove(update: Update, context: AssistantContext) -> None:
     """/kb_remove <id>: asks to confirm with a button."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
-    doc_id = _document_id(update)
-    if doc_id is None:
-        await update.effective_message.reply_text("Usage: /kb_remove <document id>")
-        return
-    found = await asyncio.to_thread(context.services.knowledge.show, doc_id)
+    found = await _find_document(update, context, "kb_remove")
     if found is None:
-        await update.effective_message.reply_text(f"There is no document #{doc_id}.")
         return
+    doc_id = found[0].id
     keyboard = InlineKeyboardMarkup([[
         InlineKeyboardButton("Remove", callback_data=f"kb:rm:{doc_id}"),
         InlineKeyboardButton("Cancel", callback_data="kb:cancel"),

@@ -147,7 +147,7 @@ class HFChatModel:
                  max_time: float | None = None, max_batch: int = 8,
                  device: str | None = None) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         started = time.monotonic()
         self._torch = torch

@@ -47,6 +47,17 @@ def services(settings: Settings, fake_model: FakeChatModel, embedder: FakeEmbedd
 
 
 @pytest.fixture
+def grounded(services: Services) -> Services:
+    """Services where every question retrieves one document (for tests about something else
+    than relevance, which has tests of its own)."""
+    from dataclasses import replace
+
+    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    return services
+
+
+@pytest.fixture
 async def botapi() -> BotAPIEmulator:
     emu = BotAPIEmulator()
     await emu.start()

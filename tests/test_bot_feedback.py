@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from sqlalchemy import select
 
@@ -15,9 +13,7 @@ USER, OTHER, GROUP = 501, 502, -300
 
 
 @pytest.fixture
-async def bot(services: Services, start_bot):
-    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+async def bot(grounded: Services, start_bot):
     return await start_bot()
 
 

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
-
-import pytest
 
 from bot.config import Settings
-from bot.wiring import Services
 from tests.botapi import BotAPIEmulator
 from tests.fakes import FakeChatModel
 
 USER = 501
 
 
-@pytest.fixture
-def grounded(services: Services) -> Services:
-    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
-    return services
 
 
 async def test_answer_streams_by_throttled_edits(grounded, start_bot, botapi: BotAPIEmulator,
@@ -94,3 +85,16 @@ async def test_allowlist_refuses_everyone_else(grounded, settings: Settings, sta
     await botapi.wait_for(lambda: botapi.calls_to("answerCallbackQuery"))
     assert "private" in botapi.calls_to("answerCallbackQuery")[0].params["text"]
     assert len(fake_model.calls) == 1
+
+
+async def test_group_streaming_stays_under_20_messages_a_minute(
+        grounded, start_bot, botapi: BotAPIEmulator, fake_model: FakeChatModel) -> None:
+    fake_model.word_delay = 0.15
+    fake_model.queue(" ".join(f"w{i}" for i in range(50)))  # ~7.5 s of "generation"
+    await start_bot()
+    botapi.send_text(USER, "@assistant_test_bot go", chat_id=-77, chat_type="group")
+    final = await botapi.wait_for_message(-77, timeout=30)
+    assert final["text"].endswith("Sources: Notes")
+    calls = [c for c in botapi.calls if c.method in ("sendMessage", "editMessageText")]
+    gaps = [b.at - a.at for a, b in zip(calls, calls[1:])]
+    assert len(calls) >= 2 and min(gaps) >= 2.9  # at most 20 per minute in a group

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import pytest
 from sqlalchemy import func, select
 
 from bot.storage.models import Message
@@ -15,11 +12,6 @@ from tests.conftest import stop_bot
 USER = 501
 
 
-@pytest.fixture
-def grounded(services: Services) -> Services:
-    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
-    return services
 
 
 def message_count(services: Services) -> int:

@@ -143,3 +143,19 @@ def test_leak_check_ignores_ordinary_overlap() -> None:
     prompt = "You are a helpful assistant in a Telegram chat. Answer using the excerpts."
     assert not leaks_instructions("I am a helpful assistant.", prompt)
     assert leaks_instructions("you are a helpful assistant in a telegram chat answer", prompt)
+
+
+def test_history_survives_a_restart(settings, fake_model: FakeChatModel, embedder) -> None:
+    from bot.wiring import build_services
+
+    first = build_services(settings, model=fake_model, embedder=embedder, seed=False)
+    always_grounded(first)
+    fake_model.queue("Nice to meet you, Bob.")
+    first.chat.answer(1, ALICE, "My name is Bob.")
+    first.close()
+    restarted = build_services(settings, model=fake_model, embedder=embedder, seed=False)
+    restarted.chat.limits = replace(restarted.chat.limits, min_score=-1.0)
+    restarted.chat.answer(1, ALICE, "What is my name?")
+    assert [m["content"] for m in fake_model.calls[-1][1:3]] == [
+        "My name is Bob.", "Nice to meet you, Bob."]
+    restarted.close()

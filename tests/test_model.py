@@ -100,3 +100,15 @@ def test_concurrent_requests_are_batched(tmp_path: Path) -> None:
     assert model.batches_run - before < len(questions)  # some of them shared a batch
     assert all(streamed[q] and streamed[q][-1].strip() == results[q] for q in questions)
     assert results["Say hello."] == alone  # left padding does not change a greedy answer
+
+
+def test_generation_timeout_keeps_the_answer_so_far(tmp_path: Path) -> None:
+    import time
+
+    model = HFChatModel("", MODEL_CACHE, tmp_path / "adapters", max_new_tokens=2000,
+                        max_time=1.0)
+    long_chat = [CHAT[0], {"role": "user", "content": "Write a very long story about a cat."}]
+    started = time.monotonic()
+    gen = model.generate(long_chat)
+    assert time.monotonic() - started < 10
+    assert gen.text and 0 < gen.new_tokens < 2000

@@ -174,3 +174,41 @@ def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> 
     assert main(["tune", "list"]) == 0
     assert "* v0001" in capsys.readouterr().out
     assert main(["tune", "promote", "v0042"]) == 1
+
+
+def test_dialog_tuning_trains_from_the_knowledge_base_and_records_the_comparison(
+        tmp_path: Path, monkeypatch) -> None:
+    from bot.wiring import build_services
+    from tuning.dialog import run_dialog
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE)
+    build_services(settings, with_chat=False, seed=True).close()  # the sample documents
+    outcome = run_dialog(settings, tiny(max_steps=3))
+    assert outcome.status in ("promoted", "rejected") and outcome.version == "v0001"
+    db = Database(settings.sqlalchemy_url)
+    with db.read() as s:
+        run = s.scalar(select(TrainingRun))
+    assert run.kind == "dialog" and run.sizes["dialogs"] > 10 and run.sizes["test"] > 0
+    assert run.metrics["candidate"]["heldout_loss"] and run.metrics["serving"]["heldout_loss"]
+    db.dispose()
+
+
+def test_prompt_tuning_runs_through_the_same_pipeline_and_is_served(
+        tmp_path: Path, monkeypatch) -> None:
+    from bot.model import HFChatModel
+    from tuning.nightly import run_nightly
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE)
+    db = Database(settings.sqlalchemy_url)
+    db.upgrade()
+    seed_ratings(Store(db), n_users=3)
+    outcome = run_nightly(settings, tiny(method="prompt-tuning", learning_rate=3e-2))
+    registry = AdapterRegistry(settings.adapters_dir)
+    assert registry.meta(outcome.version)["method"] == "prompt-tuning"
+    registry.promote(outcome.version, reason="test")
+    served = HFChatModel("", MODEL_CACHE, settings.adapters_dir, max_new_tokens=8)
+    gen = served.generate([{"role": "user", "content": "Hello"}])
+    assert gen.adapter_version == outcome.version and gen.text
+    db.dispose()

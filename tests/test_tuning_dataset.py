@@ -56,3 +56,24 @@ def test_split_keeps_a_prompt_in_one_split() -> None:
     assert len(train) + len(val) + len(test) == 40 and val and test
     prompts = [{r["prompt"] for r in part} for part in (train, val, test)]
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+
+
+def test_dialogs_synthesised_from_the_knowledge_base() -> None:
+    from tuning.dialog import IDK_ANSWER, handwritten, synthesise, to_rows
+
+    docs = [("Returns", "# Returns\n\nUnused items can be returned within thirty days of purchase."
+                        "\n\n# Refunds\n\nRefunds are paid to the original card within a week."),
+            ("Parking", "# Parking\n\nVisitors park for free in the garage on level B2 all day.")]
+    dialogs = synthesise(docs, seed=0)
+    grounded = [d for d in dialogs if d.id.startswith("kb")]
+    assert {d.turns[0][1] for d in grounded} >= {
+        "Unused items can be returned within thirty days of purchase. (Source: Returns)",
+        "Visitors park for free in the garage on level B2 all day. (Source: Parking)"}
+    unanswerable = [d for d in dialogs if d.id.startswith("idk")]
+    assert unanswerable and all(d.turns[0][1] == IDK_ANSWER for d in unanswerable)
+    assert any(len(d.turns) == 2 for d in dialogs)  # follow-ups in one conversation
+    rows = to_rows(next(d for d in dialogs if len(d.turns) == 2), "SYS",
+                   lambda m: "|".join(f"{x['role']}:{x['content']}" for x in m))
+    assert len(rows) == 2 and rows[1]["prompt"].count("user:") == 2  # history in the prompt
+    assert "<excerpt source=" in rows[0]["prompt"] and rows[0]["dialog"] == rows[1]["dialog"]
+    assert len(handwritten()) == 10

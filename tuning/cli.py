@@ -29,6 +29,21 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dialog(settings: Settings, args: argparse.Namespace) -> int:
+    from tuning.dialog import run_dialog
+    from tuning.nightly import AlreadyRunning
+
+    try:
+        outcome = run_dialog(settings, from_arguments(args))
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    print(f"Dialog run {outcome.run_id}: {outcome.status}, adapter {outcome.version}")
+    for reason in outcome.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     registry = AdapterRegistry(settings.adapters_dir)
     current = registry.current()
@@ -98,6 +113,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     nightly = commands.add_parser("nightly", help="Train on new ratings; promote past the gate")
     add_arguments(nightly)
     nightly.set_defaults(func=cmd_nightly)
+    dialog = commands.add_parser("dialog", help="Train the first, dialog-tuned adapter from the "
+                                                "knowledge base and the hand-written dialogs")
+    add_arguments(dialog)
+    dialog.set_defaults(func=cmd_dialog)
     p = commands.add_parser("list", help="Adapter versions; * marks the serving one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)

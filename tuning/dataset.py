@@ -102,11 +102,11 @@ def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: in
 
 
 def split_rows(rows: list[Row], val_fraction: float, test_fraction: float,
-               seed: int) -> tuple[list[Row], list[Row], list[Row]]:
-    """Train / validation / test, grouped by prompt so one dialog never spans two splits."""
+               seed: int, key: str = "prompt") -> tuple[list[Row], list[Row], list[Row]]:
+    """Train / validation / test, grouped by `key` so one dialog never spans two splits."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
-        groups[str(row["prompt"])].append(row)
+        groups[str(row[key])].append(row)
     keys = sorted(groups)
     random.Random(seed).shuffle(keys)
     n_val = max(1, round(len(keys) * val_fraction)) if len(keys) >= 3 else 0
