@@ -19,7 +19,8 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every request URL at INFO, and Bot API URLs contain the bot token.
-    for noisy in ("httpx", "httpcore", "chromadb", "sentence_transformers", "transformers"):
+    for noisy in ("httpx", "httpcore", "chromadb", "sentence_transformers", "transformers",
+                  "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -14,11 +14,11 @@ from tuning.config import add_arguments, from_arguments
 from tuning.registry import AdapterRegistry, RegistryError
 
 
-def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
-    from tuning.nightly import AlreadyRunning, run_nightly
+def _tuning_run(run, settings: Settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from tuning.runs import AlreadyRunning
 
     try:
-        outcome = run_nightly(settings, from_arguments(args))
+        outcome = run(settings, from_arguments(args))
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 3
@@ -29,19 +29,16 @@ def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(settings: Settings, args: argparse.Namespace) -> int:
+    from tuning.nightly import run_nightly
+
+    return _tuning_run(run_nightly, settings, args)
+
+
 def cmd_dialog(settings: Settings, args: argparse.Namespace) -> int:
     from tuning.dialog import run_dialog
-    from tuning.nightly import AlreadyRunning
 
-    try:
-        outcome = run_dialog(settings, from_arguments(args))
-    except AlreadyRunning as exc:
-        print(exc, file=sys.stderr)
-        return 3
-    print(f"Dialog run {outcome.run_id}: {outcome.status}, adapter {outcome.version}")
-    for reason in outcome.reasons:
-        print(f"  - {reason}")
-    return 0
+    return _tuning_run(run_dialog, settings, args)
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,18 +24,14 @@ from pathlib import Path
 from bot.config import Settings
 from bot.model import resolve_base_model
 from bot.services.chat import build_messages
-from bot.storage.db import Database
-from bot.storage.models import utcnow
 from bot.storage.store import Store, Turn
 from knowledge.chunking import chunk_text
 from knowledge.index import Hit
 from tuning.config import TuneConfig
 from tuning.dataset import split_rows
 from tuning.evaluate import load_golden
-from tuning.gate import decide
-from tuning.nightly import RunOutcome, _record, load_serving, measure, tuning_lock
-from tuning.registry import AdapterRegistry
-from tuning.report import write_report
+from tuning.nightly import load_serving, measure
+from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
 
@@ -110,62 +106,25 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dialog set, train from the base model, evaluate, gate, maybe promote."""
     from tuning.train import load_for_training, train
 
-    with tuning_lock(settings.data_dir):
-        db = Database(settings.sqlalchemy_url)
-        db.upgrade()
-        store = Store(db)
-        registry = AdapterRegistry(settings.adapters_dir)
-        registry.discard_stale_staging()
-        run_id = _record(db, None, kind="dialog", method=cfg.method, status="running",
-                         serving_version=registry.current(), hyperparameters=cfg.to_dict())
-        staging: Path | None = None
-        try:
-            documents = [(d.title, store.document_text(d.id) or "")
-                         for d in store.list_documents()]
-            dialogs = handwritten() + synthesise(documents, cfg.seed)
-            base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
-            model, tokenizer = load_for_training(base_path, None, cfg)
-            render = lambda m: tokenizer.apply_chat_template(  # noqa: E731
-                m, tokenize=False, add_generation_prompt=True)
-            rows = [r for d in dialogs for r in to_rows(d, settings.system_prompt, render)]
-            train_rows, val_rows, test_rows = split_rows(rows, cfg.val_fraction,
-                                                         cfg.test_fraction, cfg.seed,
-                                                         key="dialog")
-            sizes = {"dialogs": len(dialogs), "rows": len(rows), "train": len(train_rows),
+    with tuning_run(settings, cfg, "dialog") as run:
+        store = Store(run.db)
+        documents = [(d.title, store.document_text(d.id) or "") for d in store.list_documents()]
+        dialogs = handwritten() + synthesise(documents, cfg.seed)
+        base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
+        model, tokenizer = load_for_training(base_path, None, cfg)
+        render = lambda m: tokenizer.apply_chat_template(  # noqa: E731
+            m, tokenize=False, add_generation_prompt=True)
+        rows = [r for d in dialogs for r in to_rows(d, settings.system_prompt, render)]
+        train_rows, val_rows, test_rows = split_rows(rows, cfg.val_fraction, cfg.test_fraction,
+                                                     cfg.seed, key="dialog")
+        run.sizes = {"dialogs": len(dialogs), "rows": len(rows), "train": len(train_rows),
                      "val": len(val_rows), "test": len(test_rows)}
-            logger.info("Dialog set: %s", sizes)
-            staging = registry.staging_dir()
-            result = train(model, tokenizer, train_rows, val_rows, cfg,
-                           settings.data_dir / "tuning" / "checkpoints" / "dialog", staging)
-            model.eval()
-            golden = load_golden()
-            tuned = measure(model, tokenizer, golden, test_rows, [])
-            base = measure(load_serving(base_path, None), tokenizer, golden, test_rows, [])
-            decision = decide(tuned, base, cfg.golden_margin)
-            version = registry.commit(staging, {
-                "kind": "dialog", "run_id": run_id, "from": None, "method": cfg.method,
-                "metrics": tuned.to_dict(), "base_metrics": base.to_dict(),
-                "hyperparameters": cfg.to_dict(), "promoted": decision.promote})
-            if decision.promote:
-                registry.promote(version, reason=f"dialog run {run_id}")
-            status = "promoted" if decision.promote else "rejected"
-            metrics = {"candidate": tuned.to_dict(), "serving": base.to_dict(),
-                       "train_steps": result.steps, "train_tokens": result.train_tokens,
-                       "train_seconds": round(result.seconds, 1),
-                       "tokens_per_s": round(result.tokens_per_s, 1),
-                       "best_val_loss": result.best_val_loss}
-            _record(db, run_id, status=status, candidate_version=version, sizes=sizes,
-                    metrics=metrics, finished_at=utcnow(),
-                    decision={"promote": decision.promote, "reasons": decision.reasons})
-            write_report(settings.data_dir / "tuning" / "reports" / f"run-{run_id:04d}",
-                         result.log_history, metrics, decision)
-            return RunOutcome(run_id, status, version, decision.reasons)
-        except BaseException as exc:
-            if staging is not None and staging.exists():
-                registry.discard(staging)
-            _record(db, run_id, status="failed", finished_at=utcnow(),
-                    decision={"promote": False, "reasons": [f"{type(exc).__name__}: {exc}"]})
-            raise
-        finally:
-            db.dispose()
-
+        logger.info("Dialog set: %s", run.sizes)
+        run.staging = run.registry.staging_dir()
+        result = train(model, tokenizer, train_rows, val_rows, cfg,
+                       settings.data_dir / "tuning" / "checkpoints" / "dialog", run.staging)
+        model.eval()
+        golden = load_golden()
+        tuned = measure(model, tokenizer, golden, test_rows, [])
+        base = measure(load_serving(base_path, None), tokenizer, golden, test_rows, [])
+        return run.conclude("dialog", tuned, base, result, {"from": None})

@@ -93,6 +93,7 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         data_seed=cfg.seed, lr_scheduler_type="cosine", warmup_steps=0.1,  # 10% of steps
         dataloader_num_workers=0, save_only_model=False,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), fp16=False,
+        gradient_checkpointing=False,  # a 135M model fits; recomputing would only cost time
     )
     to_ds = lambda rows: Dataset.from_list([{"prompt": str(r["prompt"]),  # noqa: E731
                                              "completion": str(r["completion"])} for r in rows])

@@ -1,0 +1,143 @@
+"""Bookkeeping every tuning run shares: the lock, the SQL record, the verdict, the report.
+
+`dialog.py` and `nightly.py` differ in what they train on and from; how a run is locked,
+recorded, concluded (commit, gate, promote, report) and cleaned up after a failure is here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.config import Settings
+from bot.storage.db import Database
+from bot.storage.models import TrainingRun, utcnow
+from tuning.config import TuneConfig
+from tuning.evaluate import Metrics
+from tuning.gate import decide
+from tuning.registry import AdapterRegistry
+from tuning.report import write_report
+
+logger = logging.getLogger(__name__)
+
+
+class AlreadyRunning(RuntimeError):
+    """Another tuning run holds the lock."""
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    version: str | None
+    reasons: list[str]
+
+
+@dataclass
+class Run:
+    """An open tuning run: its id, and where its candidate adapter is being written."""
+
+    settings: Settings
+    cfg: TuneConfig
+    db: Database
+    registry: AdapterRegistry
+    id: int
+    serving: str | None
+    staging: Path | None = None
+    sizes: dict = field(default_factory=dict)
+
+    def record(self, **fields) -> None:  # type: ignore[no-untyped-def]
+        with self.db.write() as s:
+            run = s.get(TrainingRun, self.id)
+            for key, value in fields.items():
+                setattr(run, key, value)
+
+    def skip(self, reason: str) -> RunOutcome:
+        logger.info(reason)
+        self.record(status="skipped", sizes=self.sizes, finished_at=utcnow(),
+                    decision={"promote": False, "reasons": [reason]})
+        return RunOutcome(self.id, "skipped", None, [reason])
+
+    def conclude(self, kind: str, candidate: Metrics, serving: Metrics, result, meta: dict,  # type: ignore[no-untyped-def]
+                 **record) -> RunOutcome:
+        """Gate the trained candidate, commit it as a version, promote it if it passed, and
+        write the run's record and report."""
+        decision = decide(candidate, serving, self.cfg.golden_margin)
+        version = self.registry.commit(self.staging, {
+            "kind": kind, "run_id": self.id, "from": self.serving, "method": self.cfg.method,
+            "metrics": candidate.to_dict(), "hyperparameters": self.cfg.to_dict(),
+            "promoted": decision.promote, **meta})
+        self.staging = None
+        if decision.promote:
+            self.registry.promote(version, reason=f"{kind} run {self.id}")
+        status = "promoted" if decision.promote else "rejected"
+        metrics = {"candidate": candidate.to_dict(), "serving": serving.to_dict(),
+                   "train_steps": result.steps, "train_tokens": result.train_tokens,
+                   "train_seconds": round(result.seconds, 1),
+                   "tokens_per_s": round(result.tokens_per_s, 1),
+                   "best_val_loss": result.best_val_loss}
+        self.record(status=status, candidate_version=version, sizes=self.sizes, metrics=metrics,
+                    finished_at=utcnow(),
+                    decision={"promote": decision.promote, "reasons": decision.reasons}, **record)
+        write_report(self.settings.data_dir / "tuning" / "reports" / f"run-{self.id:04d}",
+                     result.log_history, metrics, decision)
+        logger.info("%s run %d: %s %s (%s)", kind, self.id, status, version,
+                    "; ".join(decision.reasons))
+        return RunOutcome(self.id, status, version, decision.reasons)
+
+
+@contextmanager
+def tuning_lock(data_dir: Path) -> Iterator[None]:
+    """One tuning run at a time on this data dir (released automatically if the process dies)."""
+    path = data_dir / "tuning" / "tuning.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise AlreadyRunning("Another tuning run is in progress; not starting a second.") from exc
+        yield
+
+
+def _mark_interrupted(db: Database) -> None:
+    """Runs still 'running' when the lock was free were killed; say so in their record."""
+    with db.write() as s:
+        for run in s.scalars(select(TrainingRun).where(TrainingRun.status == "running")):
+            run.status = "failed"
+            run.decision = {"promote": False, "reasons": ["interrupted (process killed)"]}
+
+
+@contextmanager
+def tuning_run(settings: Settings, cfg: TuneConfig, kind: str) -> Iterator[Run]:
+    """Lock, open a recorded run, and on any failure discard its half-written candidate and
+    record why; the serving adapter is never touched until `Run.conclude` promotes."""
+    with tuning_lock(settings.data_dir):
+        db = Database(settings.sqlalchemy_url)
+        db.upgrade()
+        registry = AdapterRegistry(settings.adapters_dir)
+        registry.discard_stale_staging()  # left by a run that was killed; we hold the lock
+        _mark_interrupted(db)
+        serving = registry.current()
+        with db.write() as s:
+            row = TrainingRun(kind=kind, method=cfg.method, status="running",
+                              serving_version=serving, hyperparameters=cfg.to_dict())
+            s.add(row)
+            s.flush()
+            run_id = row.id
+        run = Run(settings, cfg, db, registry, run_id, serving)
+        try:
+            yield run
+        except BaseException as exc:
+            if run.staging is not None:
+                registry.discard(run.staging)
+            run.record(status="failed", finished_at=utcnow(), sizes=run.sizes,
+                       decision={"promote": False, "reasons": [f"{type(exc).__name__}: {exc}"]})
+            raise
+        finally:
+            db.dispose()
