@@ -21,9 +21,7 @@ from bot.storage.models import TrainingRun
 from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
 from tuning.evaluate import Metrics, answer_loss, golden_checks, load_golden, preference_accuracy
-from tuning.runs import AlreadyRunning, RunOutcome, tuning_run
-
-__all__ = ["AlreadyRunning", "RunOutcome", "run_nightly", "runs", "measure", "load_serving"]
+from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
 
