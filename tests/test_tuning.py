@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,12 @@ def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> 
     assert main(["tune", "list"]) == 0
     assert "* v0001" in capsys.readouterr().out
     assert main(["tune", "promote", "v0042"]) == 1
+    capsys.readouterr()
+    assert main(["tune", "eval", "v0001"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["version"] == "v0001" and 0 <= measured["golden_pass"] <= 1
+    assert measured["golden_loss"] > 0 and measured["heldout_loss"] is None  # no ratings yet
+    assert main(["tune", "eval", "v0099"]) == 1
 
 
 def test_dialog_tuning_trains_from_the_knowledge_base_and_records_the_comparison(

@@ -90,6 +90,18 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from tuning.nightly import evaluate_version
+
+    try:
+        metrics = evaluate_version(settings, args.version, from_arguments(args))
+    except RegistryError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps({"version": args.version, **metrics.to_dict()}, indent=2))
+    return 0
+
+
 def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     from tuning.nightly import runs
 
@@ -125,6 +137,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_promote)
     commands.add_parser("rollback", help="Serve the previous version again").set_defaults(
         func=cmd_rollback)
+    p = commands.add_parser("eval", help="Measure a version (or 'base') the way the gate does")
+    p.add_argument("version")
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
     p = commands.add_parser("runs", help="Recent training runs and the gate's decisions")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")

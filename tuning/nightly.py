@@ -87,6 +87,25 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
                             dataset_hash=data.digest(), data_until=data.until)
 
 
+def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metrics:
+    """Measure one adapter version (or "base") the way the gate does: the golden set, and
+    held-out splits of all the ratings in SQL."""
+    from transformers import AutoTokenizer
+
+    from tuning.registry import AdapterRegistry
+
+    adapter = None if version == "base" else AdapterRegistry(settings.adapters_dir).path(version)
+    db = Database(settings.sqlalchemy_url)
+    db.upgrade()
+    data = collect_feedback(db, None, cfg.max_rows_per_user, cfg.seed)
+    db.dispose()
+    _, _, sft_test = split_rows(data.sft, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
+    return measure(load_serving(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
+                   load_golden(), sft_test, kto_val + kto_test)
+
+
 def runs(settings: Settings, limit: int = 20) -> list[dict]:
     db = Database(settings.sqlalchemy_url)
     db.upgrade()
