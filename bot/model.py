@@ -155,9 +155,13 @@ class HFChatModel:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(self._base_path)
-        self.tokenizer.padding_side = "left"  # batched generation continues every row at the end
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Only this private copy ever pads (left, so every row continues at the end), and only
+        # under the model lock: a fast tokenizer whose padding settings change while another
+        # thread uses it fails with "Already borrowed".
+        self._batch_tokenizer = AutoTokenizer.from_pretrained(self._base_path)
+        self._batch_tokenizer.padding_side = "left"
+        if self._batch_tokenizer.pad_token is None:
+            self._batch_tokenizer.pad_token = self._batch_tokenizer.eos_token
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
         adapter = current_adapter(adapters_dir)
@@ -246,8 +250,9 @@ class HFChatModel:
             with self._torch.inference_mode():
                 self._follow_registry()
                 version = self.adapter_version
-                inputs = self.tokenizer([r.prompt for r in batch], return_tensors="pt",
-                                        padding=True, add_special_tokens=False).to(self.device)
+                tokenizer = self._batch_tokenizer
+                inputs = tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
+                                   add_special_tokens=False).to(self.device)
                 sampling = {"do_sample": True, "temperature": self.temperature} \
                     if self.temperature > 0 else {"do_sample": False}
                 callbacks = [r.on_text for r in batch]
@@ -256,16 +261,16 @@ class HFChatModel:
                     **inputs, max_new_tokens=self.max_new_tokens,
                     repetition_penalty=self.repetition_penalty,
                     no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    streamer=_BatchStreamer(self.tokenizer, callbacks) if any(callbacks) else None,
+                    pad_token_id=tokenizer.pad_token_id,
+                    streamer=_BatchStreamer(tokenizer, callbacks) if any(callbacks) else None,
                     **sampling,
                 )
                 seconds = time.monotonic() - started
             prompt_len = inputs["input_ids"].shape[1]
             for row, request in enumerate(batch):
                 new = output[row, prompt_len:]
-                text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-                generated = int((new != self.tokenizer.pad_token_id).sum())
+                text = tokenizer.decode(new, skip_special_tokens=True).strip()
+                generated = int((new != tokenizer.pad_token_id).sum())
                 request.result = Generation(text=text, prompt=request.prompt,
                                             adapter_version=version, new_tokens=generated,
                                             seconds=seconds)
