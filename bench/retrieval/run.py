@@ -181,7 +181,6 @@ def main() -> None:
     elif args.out.exists():
         ingest = json.loads(args.out.read_text()).get("ingest")  # measured when it was built
     sources = {d.id: d.source for d in knowledge.list()}
-    chunk_texts = {}
     batch = knowledge.index._collection.get(include=["documents"])
     chunk_texts = dict(zip(batch["ids"], batch["documents"]))
     corpus_chunks = len(chunk_texts)
@@ -208,18 +207,17 @@ def main() -> None:
     if args.sizes:  # padding is for measuring only: drop it so the next run starts clean
         knowledge.index._collection.delete(where={"document_id": -1})
     services.close()
-    quality = dense
 
     result = {
         "corpus": f"{args.corpus} (Debian sqlite3-doc), {len(pages)} HTML pages",
         "questions": len(questions),
         "embedding_model": settings.embedding_model or "all-MiniLM-L6-v2 (packaged)",
-        "recall@1": quality["recall@1"], "recall@5": quality["recall@5"],
-        "mrr@10": quality["mrr@10"],
+        "recall@1": dense["recall@1"], "recall@5": dense["recall@5"],
+        "mrr@10": dense["mrr@10"],
         "variants": variants,
         "ingest": ingest,
         "query_latency": scale,
-        "misses_at_5": quality["misses"],
+        "misses_at_5": dense["misses"],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -212,10 +212,6 @@ class Store:
                 user.forgotten_at, user.username, user.first_name = utcnow(), None, None
             return counts
 
-    def is_forgotten(self, user_id: int) -> bool:
-        with self.db.read() as s:
-            return s.scalar(select(User.forgotten_at).where(User.id == user_id)) is not None
-
     # --- documents (every change writes an audit entry in the same transaction) --------------
 
     def document_by_hash(self, content_hash: str) -> DocumentInfo | None:
