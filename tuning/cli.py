@@ -1,6 +1,6 @@
 """`assistant tune ...`: nightly retraining and the adapter registry from the command line.
 
-Heavy imports (torch, transformers, trl) happen inside the commands, never at import time.
+Heavy imports (torch, transformers, peft) happen inside the commands, never at import time.
 """
 
 from __future__ import annotations
