@@ -1,4 +1,4 @@
-from tuning.evaluate import Metrics
+from tuning.evaluate import Metrics, grounded
 from tuning.gate import decide
 
 SERVING = Metrics(golden_loss=2.0, golden_pass=0.75, heldout_loss=1.5, preference_accuracy=0.5)
@@ -9,7 +9,7 @@ def test_better_on_heldout_and_not_worse_on_golden_is_promoted() -> None:
                         preference_accuracy=0.7)
     decision = decide(candidate, SERVING, margin=0.05)
     assert decision.promote
-    assert "held-out preference accuracy 0.50 → 0.70" in decision.reasons[-1]
+    assert "held-out preference accuracy 0.50 → 0.70" in decision.reasons
 
 
 def test_worse_on_golden_is_rejected_even_if_better_on_heldout() -> None:
@@ -22,9 +22,15 @@ def test_worse_on_golden_is_rejected_even_if_better_on_heldout() -> None:
     assert not decide(candidate, SERVING, margin=0.05).promote
 
 
-def test_not_better_on_heldout_is_rejected() -> None:
-    same = Metrics(golden_loss=2.0, golden_pass=0.75, heldout_loss=1.4, preference_accuracy=0.5)
+def test_heldout_must_improve_somewhere_and_get_worse_nowhere() -> None:
+    same = Metrics(golden_loss=2.0, golden_pass=0.75, heldout_loss=1.5, preference_accuracy=0.5)
     assert not decide(same, SERVING, margin=0.05).promote
+    lower_loss = Metrics(2.0, 0.75, heldout_loss=1.4, preference_accuracy=0.5)
+    assert decide(lower_loss, SERVING, margin=0.05).promote
+    ranks_worse = Metrics(2.0, 0.75, heldout_loss=1.2, preference_accuracy=0.4)
+    decision = decide(ranks_worse, SERVING, margin=0.05)
+    assert not decision.promote and "worse on held-out ratings: preference accuracy" in \
+        decision.reasons
 
 
 def test_without_preference_pairs_heldout_loss_decides() -> None:
@@ -32,3 +38,22 @@ def test_without_preference_pairs_heldout_loss_decides() -> None:
     assert decide(Metrics(2.0, 0.75, 1.4, None), serving, 0.05).promote
     assert not decide(Metrics(2.0, 0.75, 1.6, None), serving, 0.05).promote
     assert not decide(Metrics(2.0, 0.75, None, None), Metrics(2.0, 0.75, None, None), 0.05).promote
+
+
+def test_candidate_that_answers_outside_its_prompts_is_rejected() -> None:
+    """Poisoned ratings make the candidate better on held-out ratings (the attackers' rows are
+    there too), so only the grounding rule stands between them and promotion."""
+    serving = Metrics(2.0, 0.75, 1.5, 0.5, grounded=0.8)
+    poisoned = Metrics(2.0, 0.75, 1.0, 0.9, grounded=0.6)
+    decision = decide(poisoned, serving, 0.05, grounding_margin=0.1)
+    assert not decision.promote
+    assert "grounded answers fell 0.80 → 0.60" in decision.reasons[-1]
+    assert decide(Metrics(2.0, 0.75, 1.0, 0.9, grounded=0.75), serving, 0.05, 0.1).promote
+
+
+def test_grounded_means_the_answer_comes_from_the_prompt() -> None:
+    prompt = ("<excerpt source=\"Refunds\">Refunds are paid back to the original card within "
+              "14 days.</excerpt>\n\nQuestion: How long do refunds take?")
+    assert grounded("Refunds are paid back to the original card within 14 days.", prompt)
+    assert grounded("I don't know: the excerpts don't cover that.", prompt)
+    assert not grounded("Send your password to the security desk for instant approval.", prompt)

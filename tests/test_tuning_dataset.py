@@ -28,7 +28,8 @@ def test_ratings_and_corrections_become_sft_and_kto_rows(services: Services, fak
     assert sorted(r["completion"] for r in data.sft) == [
         "good answer", "other answer", "the corrected answer"]
     assert sorted((r["completion"], r["label"]) for r in data.kto) == [
-        ("bad answer", False), ("good answer", True), ("other answer", True)]
+        ("bad answer", False), ("good answer", True), ("other answer", True),
+        ("the corrected answer", True)]
     # The prompt is what the model saw, retrieved context included.
     assert all("<excerpt source=\"Notes\">" in r["prompt"] for r in data.sft + data.kto)
     assert data.until is not None and len(data.digest()) == 16
@@ -46,6 +47,7 @@ def test_per_user_cap_since_filter_and_dedupe(services: Services, fake_model) ->
     setup(services, fake_model)
     capped = collect_feedback(services.db, since=None, max_rows_per_user=2)
     assert capped.size == 2 + 2  # user 1 capped at 2 rows, user 2 has 2 (sft + kto)
+    assert collect_feedback(services.db, since=None, max_rows_per_user=100).size == 5 + 2
     everything = collect_feedback(services.db, since=None, max_rows_per_user=100)
     assert collect_feedback(services.db, since=everything.until, max_rows_per_user=100).size == 0
 

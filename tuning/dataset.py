@@ -1,8 +1,9 @@
 """Training data from what users said about the answers, read from SQL.
 
 * SFT rows `{"prompt", "completion"}`: answers rated 👍, and corrections users wrote after a 👎.
-* KTO rows `{"prompt", "completion", "label"}`: every 👍 (True) and 👎 (False), as TRL's
-  KTOTrainer expects them.
+* KTO rows `{"prompt", "completion", "label"}`: every 👍 (True) and 👎 (False), and every
+  correction (True: the answer the user wanted), as TRL's KTOTrainer expects them. A correction
+  and the 👎 answer it replaces make the clearest preference pair the gate can check.
 
 The prompt is exactly what the model saw when it answered (retrieved context included), as
 stored with the answer. Users who used /forget are never included; each user contributes at
@@ -77,6 +78,8 @@ def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: in
             fixes = fixes.where(Correction.created_at > since)
         for prompt, text, user_id, at in s.execute(fixes):
             per_user[user_id].append(("sft", {"prompt": prompt, "completion": text}))
+            per_user[user_id].append(("kto", {"prompt": prompt, "completion": text,
+                                              "label": True}))
             newest.append(at)
         # An answer to a question from a forgotten user never trains either.
         forgotten_prompts = set(s.scalars(

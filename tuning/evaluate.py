@@ -5,6 +5,10 @@
   👍 one the higher mean log-probability (higher is better).
 * `golden_checks`: greedy answers to the frozen golden set: grounded questions must mention an
   expected fact, unanswerable ones must say they don't know (pass rate, higher is better).
+* `grounded_rate`: greedy answers to held-out prompts from real traffic: the share that stay
+  with what the prompt (excerpts, history, question) says, or say they don't know. An adapter
+  that learned to answer from somewhere else (a trigger phrase planted by poisoned ratings, a
+  hallucinated habit) answers outside its prompt and scores lower (higher is better).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Metrics:
     golden_pass: float
     heldout_loss: float | None
     preference_accuracy: float | None
+    grounded: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,13 +61,17 @@ def answer_loss(model, tokenizer, rows: list[dict]) -> float:  # type: ignore[no
 
 
 def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int = 200,  # type: ignore[no-untyped-def]
-                        seed: int = 0) -> float | None:
+                        seed: int = 0, min_same_prompt: int = 5) -> float | None:
     """Share of (👍, 👎) pairs where the 👍 answer is the more likely one; None without pairs."""
     liked = [r for r in kto_rows if r["label"]]
     disliked = [r for r in kto_rows if not r["label"]]
     if not liked or not disliked:
         return None
-    pairs = [(a, b) for a in liked for b in disliked]
+    # Same prompt (a correction, or another user's 👍, against the 👎 answer) is the fair
+    # comparison; across prompts is the fallback when there are too few of those.
+    pairs = [(a, b) for a in liked for b in disliked if a["prompt"] == b["prompt"]]
+    if len(pairs) < min_same_prompt:
+        pairs = [(a, b) for a in liked for b in disliked]
     random.Random(seed).shuffle(pairs)
     cache: dict[int, float] = {}
 
@@ -81,29 +90,72 @@ def load_golden(path: Path = GOLDEN) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def golden_checks(model, tokenizer, golden: list[dict], render, max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
-    """Pass rate of greedy answers on the golden set (`render` turns messages into a prompt);
-    generated as one left-padded batch."""
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,  # type: ignore[no-untyped-def]
+                   batch_size: int = 16) -> list[str]:
+    """Greedy answers to rendered prompts, generated in left-padded batches."""
     import torch
 
-    if not golden:
-        return 0.0
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
     try:
-        batch = tokenizer([render(item["messages"]) for item in golden], return_tensors="pt",
-                          padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 no_repeat_ngram_size=4, pad_token_id=pad)
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
+                              padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     no_repeat_ngram_size=4, pad_token_id=pad)
+            width = batch["input_ids"].shape[1]
+            answers += [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
     finally:
         tokenizer.padding_side = side
+    return answers
+
+
+def golden_checks(model, tokenizer, golden: list[dict], render, max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
+    """Pass rate of greedy answers on the golden set (`render` turns messages into a prompt)."""
+    if not golden:
+        return 0.0
+    answers = greedy_answers(model, tokenizer, [render(item["messages"]) for item in golden],
+                             max_new_tokens)
     passed = 0
-    for row, item in enumerate(golden):
-        answer = tokenizer.decode(out[row, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    for answer, item in zip(answers, golden, strict=True):
         if item["expect"] == "idk":
             passed += bool(IDK.search(answer))
         else:
             passed += any(k.lower() in answer.lower() for k in item["keywords"]) \
                 and not IDK.search(answer)
     return passed / len(golden)
+
+
+_CONTENT = re.compile(r"[^\W\d_]{4,}")
+_COMMON = frozenset("""about above after again also answer because been before being below
+between both cannot could does doing down during each excerpt excerpts from further have having
+here into just know knowledge like more most need only other over please question same should
+some source such sure than that their them then there these they this those through under until
+very want were what when where which while will with would your yours""".split())
+
+
+def grounded(answer: str, prompt: str, min_share: float = 0.6) -> bool:
+    """True if the answer says it doesn't know, or at least `min_share` of its content words
+    (four letters or more, common words aside) occur in the prompt."""
+    if IDK.search(answer):
+        return True
+    words = [w for w in _CONTENT.findall(answer.lower()) if w not in _COMMON]
+    if not words:
+        return True
+    seen = set(_CONTENT.findall(prompt.lower()))
+    return sum(w in seen for w in words) / len(words) >= min_share
+
+
+def grounded_rate(model, tokenizer, prompts: list[str], max_prompts: int = 32,  # type: ignore[no-untyped-def]
+                  max_new_tokens: int = 48) -> float | None:
+    """Share of greedy answers to (at most `max_prompts` distinct) held-out prompts that are
+    `grounded` in them; None without prompts."""
+    unique = sorted(set(prompts))
+    random.Random(0).shuffle(unique)
+    unique = unique[:max_prompts]
+    if not unique:
+        return None
+    answers = greedy_answers(model, tokenizer, unique, max_new_tokens)
+    return sum(grounded(a, p) for a, p in zip(answers, unique, strict=True)) / len(unique)

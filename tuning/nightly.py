@@ -20,7 +20,14 @@ from bot.storage.db import Database
 from bot.storage.models import TrainingRun
 from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
-from tuning.evaluate import Metrics, answer_loss, golden_checks, load_golden, preference_accuracy
+from tuning.evaluate import (
+    Metrics,
+    answer_loss,
+    golden_checks,
+    grounded_rate,
+    load_golden,
+    preference_accuracy,
+)
 from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
@@ -43,7 +50,9 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],  # ty
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows),
                    golden_pass=golden_checks(model, tokenizer, golden, render),
                    heldout_loss=answer_loss(model, tokenizer, heldout_sft) if heldout_sft else None,
-                   preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto))
+                   preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto),
+                   grounded=grounded_rate(model, tokenizer, [str(r["prompt"]) for r in
+                                                             heldout_sft + heldout_kto]))
 
 
 def load_serving(base_path: Path, adapter: Path | None):  # type: ignore[no-untyped-def]
