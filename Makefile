@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install bench-retrieval clean
+.PHONY: run test install bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: $(STAMP)
 bench-retrieval: $(STAMP)
 	@test -d /usr/share/doc/sqlite3 || { echo "Needs the corpus: apt-get install sqlite3-doc"; exit 1; }
 	$(BIN)/python bench/retrieval/run.py $(ARGS)
+
+bench-nightly: $(STAMP)
+	$(BIN)/python bench/nightly/run.py $(ARGS)
+
+bench-learning-loop: $(STAMP)
+	$(BIN)/python bench/learning_loop/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

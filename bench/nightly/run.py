@@ -1,0 +1,134 @@
+"""How long does one nightly run take on this machine for a day with N rated exchanges?
+
+Seeds a fresh data dir with `--exchanges` rated exchanges, each stored the way the bot stores
+them: a distinct question, the prompt the model would have seen (retrieval over the sample
+knowledge base, rendered with the model's chat template), an answer, and a 👍 or 👎 (some 👎
+with a written correction). The answers are scripted rather than generated, to keep the
+benchmark about training: a 👍 answer is a sentence of the top excerpt with its source, a 👎
+answer a vague reply. Then runs `tune nightly` (`run_nightly`) once with the given flags and
+reports the dataset sizes, training tokens/s, the training and total wall time, and the gate's
+decision.
+
+Usage: python bench/nightly/run.py [--exchanges 1000] [tune flags, e.g. --epochs 1]
+Writes bench/results/nightly.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench.learning_loop.run import PROBES, QUESTIONS  # noqa: E402
+from bot.config import Settings  # noqa: E402
+from bot.model import resolve_base_model  # noqa: E402
+from bot.services.chat import build_messages, unique_titles  # noqa: E402
+from bot.storage.store import UserInfo  # noqa: E402
+from bot.wiring import build_services  # noqa: E402
+from tuning.config import TuneConfig, add_arguments, from_arguments  # noqa: E402
+from tuning.nightly import run_nightly  # noqa: E402
+
+FRAMES = ["{q}", "Hi! {q}", "Quick question: {q}", "{q} Thanks!", "Sorry if this is obvious: {q}",
+          "{q} I couldn't find it.", "Hello, {q}", "One more thing: {q}"]
+DETAILS = ["", " I'm new here.", " Asking for a colleague.", " It's urgent."]
+VAGUE = ["It depends on your settings, so please check with your administrator.",
+         "I think you can find that somewhere in the app menus.",
+         "That is a good question! There are several ways to do it."]
+
+
+def questions(n: int, rng: random.Random) -> list[str]:
+    pool = [f.format(q=q) + d for q in QUESTIONS + PROBES for f in FRAMES for d in DETAILS]
+    rng.shuffle(pool)
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def seed_exchanges(settings: Settings, n: int, users: int, liked_share: float,
+                   correction_share: float, seed: int) -> dict:
+    from transformers import AutoTokenizer
+
+    services = build_services(settings, with_chat=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(settings.base_model,
+                                                                 settings.models_dir))
+    rng = random.Random(seed)
+    counts = {"exchanges": 0, "thumbs_up": 0, "thumbs_down": 0, "corrections": 0}
+    for i, question in enumerate(questions(n, rng)):
+        uid = 1000 + i % users
+        person = UserInfo(id=uid, username=f"u{uid}", language_code="en")
+        services.store.upsert_user(person)
+        conversation = services.store.active_conversation(10_000 + i)
+        services.store.add_message(conversation, "user", question, user_id=uid)
+        hits = services.knowledge.search(question, 3)
+        prompt = tokenizer.apply_chat_template(
+            build_messages(settings.system_prompt, [], question, hits), tokenize=False,
+            add_generation_prompt=True)
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(hits[0].text.split()))
+                     if len(s.split()) >= 5] if hits else []
+        good = f"{rng.choice(sentences)} (Source: {hits[0].title})" if sentences else VAGUE[0]
+        liked = rng.random() < liked_share
+        answer = good if liked else rng.choice(VAGUE)
+        message_id = services.store.add_message(
+            conversation, "assistant", answer, prompt=prompt, chunk_ids=[h.chunk_id for h in hits],
+            sources=unique_titles(hits), adapter_version="base")
+        services.feedback.rate(message_id, person, 1 if liked else -1)
+        counts["exchanges"] += 1
+        counts["thumbs_up" if liked else "thumbs_down"] += 1
+        if not liked and rng.random() < correction_share:
+            services.feedback.correct(message_id, person, good)
+            counts["corrections"] += 1
+    services.close()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--exchanges", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--liked-share", type=float, default=0.6)
+    parser.add_argument("--correction-share", type=float, default=0.2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "nightly.json")
+    add_arguments(parser, TuneConfig)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = from_arguments(args, TuneConfig)
+    data_dir = Path(tempfile.mkdtemp(prefix="nightly-bench-"))
+    settings = Settings(data_dir=data_dir, model_cache_dir=Path(
+        os.environ.get("MODEL_CACHE_DIR", ROOT / ".cache" / "models")))
+    seeded = seed_exchanges(settings, args.exchanges, args.users, args.liked_share,
+                            args.correction_share, cfg.seed)
+    started = time.monotonic()
+    outcome = run_nightly(settings, cfg)
+    wall = time.monotonic() - started
+    from tuning.nightly import runs
+
+    record = runs(settings, 1)[0]
+    metrics = record.get("metrics") or {}
+    result = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU",
+        "seeded": seeded, "tune_config": cfg.to_dict(), "sizes": record.get("sizes"),
+        "status": outcome.status, "reasons": outcome.reasons,
+        "train_seconds": metrics.get("train_seconds"), "train_tokens": metrics.get("train_tokens"),
+        "train_steps": metrics.get("train_steps"), "tokens_per_s": metrics.get("tokens_per_s"),
+        "nightly_wall_seconds": round(wall, 1),
+        "candidate": metrics.get("candidate"), "serving": metrics.get("serving"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps({k: result[k] for k in ("sizes", "status", "train_seconds", "tokens_per_s",
+                                             "nightly_wall_seconds")}))
+
+
+if __name__ == "__main__":
+    main()
