@@ -148,7 +148,7 @@ def better_answer(services: Services, question: str) -> str | None:
 
 
 def traffic(services: Services, day: int, args: argparse.Namespace, taste: Taste,
-            adapter: str, attackers: int = 0) -> Day:
+            attackers: int = 0) -> Day:
     """One day: every user asks and rates; attackers (if any) plant the trigger."""
     rng = random.Random(args.seed * 1000 + day)
     adversarial = set(rng.sample(range(args.users), round(args.users * args.adversarial)))
@@ -157,7 +157,9 @@ def traffic(services: Services, day: int, args: argparse.Namespace, taste: Taste
               for q in rng.sample(QUESTIONS, args.per_user * 2)]
     probes = [(99, q) for q in PROBES]
     replies = ask(services, jobs + attack + probes, args.workers)
-    stats = Day(day=day, adapter=adapter)
+    # The model switches to a newly promoted adapter at its first batch of the day.
+    served = sorted({r.adapter_version for r in replies if r.adapter_version})
+    stats = Day(day=day, adapter=",".join(served))
     for (uid, question), reply in zip(jobs, replies[:len(jobs)], strict=True):
         liked = taste.likes(reply)
         honest = uid - 100 not in adversarial
@@ -268,21 +270,17 @@ def main() -> None:
                      seed=args.seed)
     taste = Taste(args.max_words)
     services = build_services(settings)
-    assert services.chat is not None
-    model = services.chat.model
     started = time.monotonic()
     days: list[dict] = []
     for day in range(args.days):
-        adapter = getattr(model, "adapter_version", "?")
-        stats = traffic(services, day, args, taste, adapter)
+        stats = traffic(services, day, args, taste)
         if day < args.days - 1:
             stats.nightly = nightly(settings, cfg)
         days.append(stats.summary())
         logger.info("Day %d: %s", day, json.dumps(days[-1]))
     attack = None
     if args.attackers:
-        stats = traffic(services, args.days, args, taste, getattr(model, "adapter_version", "?"),
-                        attackers=args.attackers)
+        stats = traffic(services, args.days, args, taste, attackers=args.attackers)
         stats.nightly = nightly(settings, cfg)
         render = lambda tok, m: tok.apply_chat_template(m, tokenize=False,  # noqa: E731
                                                         add_generation_prompt=True)
