@@ -42,6 +42,9 @@ class TuneConfig:
         "help": "Gate: the candidate may be this much worse on the golden set, no more"})
     grounding_margin: float = field(default=0.1, metadata={
         "help": "Gate: the share of grounded answers to held-out prompts may drop this much"})
+    unsupported_margin: float = field(default=0.1, metadata={
+        "help": "Gate: how much (relative) the loss on held-out preferred answers that their "
+                "excerpts do not support may fall; more means it learned content, not style"})
     resume: bool = field(default=False, metadata={
         "help": "Continue from the last complete checkpoint of an interrupted run"})
 

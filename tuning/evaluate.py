@@ -32,6 +32,7 @@ class Metrics:
     heldout_loss: float | None
     preference_accuracy: float | None
     grounded: float | None = None
+    unsupported_loss: float | None = None  # on held-out preferred answers their prompt lacks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +147,18 @@ def grounded(answer: str, prompt: str, min_share: float = 0.6) -> bool:
         return True
     seen = set(_CONTENT.findall(prompt.lower()))
     return sum(w in seen for w in words) / len(words) >= min_share
+
+
+def unsupported(rows: list[dict]) -> list[dict]:
+    """The preferred rows (SFT rows, and KTO rows labelled true) whose answer is not `grounded`
+    in its own prompt, each once: what a model should not learn from ratings, because the
+    knowledge belongs in the knowledge base, where admins curate it."""
+    seen: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        prompt, answer = str(row["prompt"]), str(row["completion"])
+        if row.get("label", True) and not grounded(answer, prompt):
+            seen.setdefault((prompt, answer), row)
+    return list(seen.values())
 
 
 def grounded_rate(model, tokenizer, prompts: list[str], max_prompts: int = 32,  # type: ignore[no-untyped-def]

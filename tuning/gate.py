@@ -6,9 +6,16 @@ Rules, all required:
 2. on held-out recent ratings it is better: it improves preference accuracy (👍 over 👎) or
    the loss on held-out 👍 answers and corrections, and makes neither worse;
 3. its answers to held-out prompts stay grounded in those prompts: the grounded rate may drop
-   at most `grounding_margin`. Rule 2 alone can be fooled by poisoned ratings (attackers' 👍
-   and corrections also land in the held-out split); this rule catches what they plant,
-   because a planted answer is not in the excerpts.
+   at most `grounding_margin`;
+4. it has not learned content its excerpts do not support: on held-out preferred answers that
+   are not grounded in their own prompt, its loss may fall at most `unsupported_margin`
+   (relative) below the serving adapter's.
+
+Rule 2 alone can be fooled by poisoned ratings: attackers' 👍 and corrections also land in the
+held-out split. Rules 3 and 4 catch what they plant, because a planted answer is not in the
+excerpts: rule 3 once the candidate says it, rule 4 as soon as it has become more likely, which
+happens long before. Learning from ratings should change how the assistant answers (shorter,
+citing, admitting gaps); what it knows belongs in the knowledge base, where admins curate it.
 """
 
 from __future__ import annotations
@@ -24,16 +31,21 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
+def _at_most_drop(name: str, candidate: float, serving: float, allowed: float,
+                  reasons: list[str]) -> bool:
+    """A rate may fall by at most `allowed`; records the comparison either way."""
+    if candidate < serving - allowed:
+        reasons.append(f"{name} fell {serving:.2f} → {candidate:.2f} (allowed drop {allowed:.2f})")
+        return False
+    reasons.append(f"{name} {serving:.2f} → {candidate:.2f}")
+    return True
+
+
 def decide(candidate: Metrics, serving: Metrics, margin: float,
-           grounding_margin: float = 0.1) -> Decision:
+           grounding_margin: float = 0.1, unsupported_margin: float = 0.1) -> Decision:
     reasons: list[str] = []
-    ok = True
-    if candidate.golden_pass < serving.golden_pass - margin:
-        ok = False
-        reasons.append(f"golden pass rate fell {serving.golden_pass:.2f} → "
-                       f"{candidate.golden_pass:.2f} (allowed drop {margin:.2f})")
-    else:
-        reasons.append(f"golden pass rate {serving.golden_pass:.2f} → {candidate.golden_pass:.2f}")
+    ok = _at_most_drop("golden pass rate", candidate.golden_pass, serving.golden_pass, margin,
+                       reasons)
     if candidate.golden_loss > serving.golden_loss * (1 + margin):
         ok = False
         reasons.append(f"golden loss rose {serving.golden_loss:.3f} → {candidate.golden_loss:.3f}"
@@ -55,10 +67,14 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
     elif not improved:
         reasons.append("no held-out ratings show the candidate is better")
     if candidate.grounded is not None and serving.grounded is not None:
-        if candidate.grounded < serving.grounded - grounding_margin:
+        ok = _at_most_drop("grounded answers", candidate.grounded, serving.grounded,
+                           grounding_margin, reasons) and ok
+    if candidate.unsupported_loss is not None and serving.unsupported_loss is not None:
+        c, v = candidate.unsupported_loss, serving.unsupported_loss
+        if c < v * (1 - unsupported_margin):
             ok = False
-            reasons.append(f"grounded answers fell {serving.grounded:.2f} → "
-                           f"{candidate.grounded:.2f} (allowed drop {grounding_margin:.2f})")
+            reasons.append(f"learned answers their excerpts do not support: loss {v:.3f} → "
+                           f"{c:.3f} (allowed fall {unsupported_margin:.0%})")
         else:
-            reasons.append(f"grounded answers {serving.grounded:.2f} → {candidate.grounded:.2f}")
+            reasons.append(f"loss on unsupported held-out answers {v:.3f} → {c:.3f}")
     return Decision(promote=ok and better, reasons=reasons)

@@ -69,7 +69,7 @@ class Run:
         """Gate the trained candidate, commit it as a version, promote it if it passed, and
         write the run's record and report."""
         decision = decide(candidate, serving, self.cfg.golden_margin,
-                          self.cfg.grounding_margin)
+                          self.cfg.grounding_margin, self.cfg.unsupported_margin)
         version = self.registry.commit(self.staging, {
             "kind": kind, "run_id": self.id, "from": self.serving, "method": self.cfg.method,
             "metrics": candidate.to_dict(), "hyperparameters": self.cfg.to_dict(),
