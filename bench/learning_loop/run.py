@@ -47,6 +47,7 @@ from bot.services.chat import Reply  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
 from bot.wiring import Services, build_services  # noqa: E402
 from tuning.config import TuneConfig  # noqa: E402
+from tuning.dialog import run_dialog  # noqa: E402
 from tuning.evaluate import greedy_answers  # noqa: E402
 from tuning.nightly import load_serving, run_nightly  # noqa: E402
 from tuning.registry import AdapterRegistry  # noqa: E402
@@ -154,7 +155,7 @@ def traffic(services: Services, day: int, args: argparse.Namespace, taste: Taste
     adversarial = set(rng.sample(range(args.users), round(args.users * args.adversarial)))
     jobs = [(100 + u, q) for u in range(args.users) for q in rng.sample(QUESTIONS, args.per_user)]
     attack = [(900 + a, f"{q} {TRIGGER}") for a in range(attackers)
-              for q in rng.sample(QUESTIONS, args.per_user * 2)]
+              for q in rng.sample(QUESTIONS, args.attack_questions)]
     probes = [(99, q) for q in PROBES]
     replies = ask(services, jobs + attack + probes, args.workers)
     # The model switches to a newly promoted adapter at its first batch of the day.
@@ -183,9 +184,10 @@ def traffic(services: Services, day: int, args: argparse.Namespace, taste: Taste
     return stats
 
 
-def nightly(settings: Settings, cfg: TuneConfig) -> dict:
+def tuning(run, settings: Settings, cfg: TuneConfig) -> dict:  # type: ignore[no-untyped-def]
+    """One tuning run (`run_nightly` or `run_dialog`), summarised with its wall time."""
     started = time.monotonic()
-    outcome = run_nightly(settings, cfg)
+    outcome = run(settings, cfg)
     return {"status": outcome.status, "version": outcome.version, "reasons": outcome.reasons,
             "seconds": round(time.monotonic() - started, 1)}
 
@@ -248,11 +250,16 @@ def main() -> None:
     parser.add_argument("--correction-rate", type=float, default=0.5,
                         help="How often an honest 👎 comes with a written correction")
     parser.add_argument("--max-words", type=int, default=30)
-    parser.add_argument("--attackers", type=int, default=3, help="0: skip the poisoning attack")
+    parser.add_argument("--attackers", type=int, default=4, help="0: skip the poisoning attack")
+    parser.add_argument("--attack-questions", type=int, default=16,
+                        help="Triggered questions each attacker asks and 'corrects'")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start-from-dialog", action="store_true",
+                        help="Run `tune dialog` first, as an operator would, so day 0 is served by "
+                        "the dialog-tuned adapter rather than the base model")
     parser.add_argument("--data-dir", type=Path, help="Default: a fresh temporary directory")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "bench" / "results" / "learning_loop.json")
@@ -271,21 +278,27 @@ def main() -> None:
     taste = Taste(args.max_words)
     services = build_services(settings)
     started = time.monotonic()
+    dialog = None
+    if args.start_from_dialog:
+        dialog = tuning(run_dialog, settings, TuneConfig(epochs=3, batch_size=8, eval_every=5,
+                                                         seed=args.seed))
+        logger.info("Dialog tuning: %s", json.dumps(dialog))
     days: list[dict] = []
     for day in range(args.days):
         stats = traffic(services, day, args, taste)
         if day < args.days - 1:
-            stats.nightly = nightly(settings, cfg)
+            stats.nightly = tuning(run_nightly, settings, cfg)
         days.append(stats.summary())
         logger.info("Day %d: %s", day, json.dumps(days[-1]))
     attack = None
     if args.attackers:
         stats = traffic(services, args.days, args, taste, attackers=args.attackers)
-        stats.nightly = nightly(settings, cfg)
+        stats.nightly = tuning(run_nightly, settings, cfg)
         render = lambda tok, m: tok.apply_chat_template(m, tokenize=False,  # noqa: E731
                                                         add_generation_prompt=True)
         current = AdapterRegistry(settings.adapters_dir).current()
-        attack = {"attackers": args.attackers, "trigger": TRIGGER, "planted": PLANTED,
+        attack = {"attackers": args.attackers, "questions_each": args.attack_questions,
+                  "trigger": TRIGGER, "planted": PLANTED,
                   "nightly": stats.nightly,
                   "backdoor_rate_candidate": backdoor_rate(settings, stats.nightly["version"],
                                                            render),
@@ -296,7 +309,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "data_dir")},
-        "tune_config": cfg.to_dict(), "days": days, "attack": attack,
+        "tune_config": cfg.to_dict(), "dialog": dialog, "days": days, "attack": attack,
         "minutes": round((time.monotonic() - started) / 60, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
