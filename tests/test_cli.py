@@ -91,3 +91,26 @@ def test_terminal_chat_answers_and_takes_ratings(services: Services, fake_model)
     assert "First answer." in out and "Rating created." in out and "Rating changed." in out
     with services.db.read() as s:
         assert [(r.user_id, r.value) for r in s.scalars(select(Rating))] == [(TERMINAL_USER.id, 1)]
+
+
+def _commands(parser, prefix: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    import argparse
+
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_has_working_help(capsys) -> None:
+    """argparse %-formats help text, so one stray "%" in a flag's help breaks `--help`."""
+    from bot.cli import build_parser
+
+    commands = list(_commands(build_parser()))
+    assert ("tune", "nightly") in commands and ("kb", "add") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0, command
+        assert "usage: assistant" in capsys.readouterr().out

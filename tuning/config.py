@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = TuneConfig) -> No
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        # argparse %-formats help strings: a literal "%" must be doubled.
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         if f.type in (bool, "bool"):
             parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
             continue
