@@ -219,7 +219,7 @@ def plot(days: list[dict], attack: dict | None, path: Path) -> None:
 
     x = [d["day"] for d in days]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, [d["thumbs_up_rate"] for d in days], "o-", label="👍 rate (all raters)")
+    ax.plot(x, [d["thumbs_up_rate"] for d in days], "o-", label="thumbs-up rate (all raters)")
     ax.plot(x, [d["honest_thumbs_up_rate"] for d in days], "s-",
             label="answers matching the hidden taste")
     ax.plot(x, [d["probe_liked_rate"] for d in days], "^--", label="probe questions (never rated)")
