@@ -97,7 +97,8 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path,
     assert run.sizes["sft"] == 24 and run.sizes["kto"] == 48
     assert run.hyperparameters["max_steps"] == 4
     assert set(run.metrics["candidate"]) == {"golden_loss", "golden_pass", "heldout_loss",
-                                             "preference_accuracy", "grounded"}
+                                             "preference_accuracy", "grounded",
+                                             "unsupported_loss"}
     assert 0.0 <= run.metrics["candidate"]["grounded"] <= 1.0
     assert run.decision["reasons"]
     report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"
