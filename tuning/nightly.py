@@ -48,13 +48,13 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],  # ty
                                                      add_generation_prompt=True)
     golden_rows = [{"prompt": render(g["messages"]), "completion": g["reference"]}
                    for g in golden]
-    off_prompt = unsupported(heldout_sft + heldout_kto)
+    heldout = heldout_sft + heldout_kto
+    off_prompt = unsupported(heldout)
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows),
                    golden_pass=golden_checks(model, tokenizer, golden, render),
                    heldout_loss=answer_loss(model, tokenizer, heldout_sft) if heldout_sft else None,
                    preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto),
-                   grounded=grounded_rate(model, tokenizer, [str(r["prompt"]) for r in
-                                                             heldout_sft + heldout_kto]),
+                   grounded=grounded_rate(model, tokenizer, [str(r["prompt"]) for r in heldout]),
                    unsupported_loss=answer_loss(model, tokenizer, off_prompt) if off_prompt
                    else None)
 

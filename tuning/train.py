@@ -144,7 +144,8 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss",
         greater_is_better=False, logging_steps=1, report_to=[], seed=cfg.seed,
         data_seed=cfg.seed, lr_scheduler_type="cosine", warmup_steps=0.1,  # 10% of steps
-        dataloader_num_workers=0, dataloader_pin_memory=False, save_only_model=False, train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0, dataloader_pin_memory=False, save_only_model=False,
+        train_sampling_strategy="group_by_length",  # similar lengths batch together: less padding
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), fp16=False,
     )
     trainer = Trainer(

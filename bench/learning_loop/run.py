@@ -184,7 +184,7 @@ def traffic(services: Services, day: int, args: argparse.Namespace, taste: Taste
     return stats
 
 
-def tuning(run, settings: Settings, cfg: TuneConfig) -> dict:  # type: ignore[no-untyped-def]
+def timed_run(run, settings: Settings, cfg: TuneConfig) -> dict:  # type: ignore[no-untyped-def]
     """One tuning run (`run_nightly` or `run_dialog`), summarised with its wall time."""
     started = time.monotonic()
     outcome = run(settings, cfg)
@@ -280,20 +280,20 @@ def main() -> None:
     started = time.monotonic()
     dialog = None
     if args.start_from_dialog:
-        dialog = tuning(run_dialog, settings, TuneConfig(epochs=3, batch_size=8, eval_every=5,
-                                                         seed=args.seed))
+        dialog_cfg = TuneConfig(epochs=3, batch_size=8, eval_every=5, seed=args.seed)
+        dialog = timed_run(run_dialog, settings, dialog_cfg)
         logger.info("Dialog tuning: %s", json.dumps(dialog))
     days: list[dict] = []
     for day in range(args.days):
         stats = traffic(services, day, args, taste)
         if day < args.days - 1:
-            stats.nightly = tuning(run_nightly, settings, cfg)
+            stats.nightly = timed_run(run_nightly, settings, cfg)
         days.append(stats.summary())
         logger.info("Day %d: %s", day, json.dumps(days[-1]))
     attack = None
     if args.attackers:
         stats = traffic(services, args.days, args, taste, attackers=args.attackers)
-        stats.nightly = tuning(run_nightly, settings, cfg)
+        stats.nightly = timed_run(run_nightly, settings, cfg)
         render = lambda tok, m: tok.apply_chat_template(m, tokenize=False,  # noqa: E731
                                                         add_generation_prompt=True)
         current = AdapterRegistry(settings.adapters_dir).current()
