@@ -46,9 +46,14 @@ async def test_question_gets_answer_with_sources_and_rating_buttons(
     assert labels == ["👍", "👎"]
     assert all(len(data.encode()) <= 64 for _, data in buttons(reply))
     assert botapi.calls_to("sendChatAction")[0].params["action"] == "typing"
-    with services.db.read() as s:
-        stored = s.scalar(select(Message).where(Message.role == "assistant"))
-    assert stored.telegram_message_id == reply["message_id"]
+
+    def stored_id() -> int | None:  # the bot records it right after sendMessage returns
+        with services.db.read() as s:
+            return s.scalar(select(Message.telegram_message_id)
+                            .where(Message.role == "assistant"))
+
+    assert await botapi.wait_for(stored_id, 5, "the answer's Telegram id in SQL") == \
+        reply["message_id"]
 
 
 async def test_pressing_a_button_stores_and_acknowledges_the_rating(
