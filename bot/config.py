@@ -54,15 +54,30 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(
         None, description="Where converted models are cached; default {data_dir}/models."
     )
-    max_new_tokens: int = Field(160, ge=1, le=4096, description="Most tokens one answer may have.")
+    max_new_tokens: int = Field(
+        96, ge=1, le=4096, description="Most tokens one answer may have (answers are one or "
+        "two sentences; generation also stops at the end of the answer)."
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
     repetition_penalty: float = Field(
         1.0, ge=1.0, le=2.0, description="Above 1 also punishes copying from the excerpts."
     )
     no_repeat_ngram_size: int = Field(4, ge=0, description="Stops greedy loops; 0 = off.")
     history_turns: int = Field(6, ge=0, le=50, description="Earlier messages given to the model.")
-    retrieval_k: int = Field(3, ge=1, le=20, description="Knowledge chunks put in the prompt.")
+    retrieval_k: int = Field(
+        6, ge=1, le=20, description="Knowledge chunks retrieved; their best sentences are the "
+        "evidence put in the prompt."
+    )
+    evidence_k: int = Field(3, ge=1, le=10, description="Evidence sentences put in the prompt.")
+    min_support: float = Field(
+        0.3, ge=-1.0, le=1.0, description="Best evidence score below which the answer is "
+        "\"I don't know\" (see knowledge/evidence.py)."
+    )
     max_message_chars: int = Field(4000, ge=100, description="Longer user messages are refused.")
+    abstain_on_unknown_terms: bool = Field(
+        True, description="Say \"I don't know\" when a question names something specific the "
+        "knowledge base never mentions (e.g. \"sauna\"); turn off for languages wordfreq lacks."
+    )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     seed_knowledge: bool = Field(True, description="Seed an empty knowledge base with the samples.")
     log_level: str = "INFO"

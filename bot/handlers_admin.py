@@ -247,7 +247,9 @@ async def feedback(update: Update, context: AssistantContext) -> None:
     blocks = []
     for c in items:
         block = (f"👎×{c.downvotes} on answer #{c.message_id}\nQ: {c.question[:300]}\n"
-                 f"A: {c.answer[:500]}\nSources: {'; '.join(c.sources) or 'none'}")
+                 f"A: {c.answer[:500]}\nSources: {'; '.join(c.sources) or 'none'}"
+                 + (f"\nChecked: {c.grounding}" if c.grounding else "")
+                 + (f"\nThe model had said: {c.generated[:300]}" if c.generated else ""))
         block += "".join(f"\nCorrection: {text[:300]}" for text in c.corrections)
         blocks.append(block)
     for part in split_message("\n\n".join(blocks)):

@@ -84,6 +84,11 @@ TEXTS: dict[str, dict[str, str]] = {
               "rephrasing, or ask an admin to add a document that covers it.",
         "ko": "제 지식 베이스에는 그에 대한 내용이 없어서 추측하지 않겠습니다. 다르게 질문해 "
               "보시거나, 관리자에게 관련 문서를 추가해 달라고 요청해 주세요."},
+    "dont_know": {
+        "en": "I don't know: the knowledge base does not answer that. If it should, an admin "
+              "can add a document that covers it.",
+        "ko": "모르겠습니다. 지식 베이스에 그 답이 없습니다. 필요하다면 관리자가 그 내용을 담은 "
+              "문서를 추가할 수 있습니다."},
     "leak": {"en": "Sorry, I can't share my instructions. Ask me about the knowledge base instead.",
              "ko": "죄송합니다. 제 지침은 공유할 수 없습니다. 지식 베이스에 관해 질문해 주세요."},
     "no_answer": {"en": "Sorry, I could not come up with an answer to that.",

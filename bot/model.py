@@ -24,6 +24,9 @@ from bot.adapters import current_adapter
 logger = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where a small model runs on after its answer; generation stops there (see also
+# bot.services.grounding.trim_run_on, which cuts what is left).
+STOP_STRINGS = ["\n\n", "\nQuestion", "Question 2", "\nUser:", "<excerpt", "</excerpt"]
 BASE_VERSION = "base"
 
 ChatMessages = list[dict[str, str]]
@@ -262,6 +265,7 @@ class HFChatModel:
                     repetition_penalty=self.repetition_penalty,
                     no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
                     pad_token_id=tokenizer.pad_token_id,
+                    stop_strings=STOP_STRINGS, tokenizer=tokenizer,
                     streamer=_BatchStreamer(tokenizer, callbacks) if any(callbacks) else None,
                     **sampling,
                 )

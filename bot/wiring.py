@@ -72,6 +72,8 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     if with_chat:
         limits = ChatLimits(history_turns=settings.history_turns,
                             retrieval_k=settings.retrieval_k,
+                            evidence_k=settings.evidence_k, min_support=settings.min_support,
+                            abstain_on_unknown_terms=settings.abstain_on_unknown_terms,
                             max_message_chars=settings.max_message_chars)
         services.chat = ChatService(store, knowledge, model or load_chat_model(settings),
                                     settings.system_prompt, limits)

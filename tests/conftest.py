@@ -52,8 +52,10 @@ def grounded(services: Services) -> Services:
     than relevance, which has tests of its own)."""
     from dataclasses import replace
 
-    services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    services.knowledge.add_text("Notes", "These are the general notes of the team.", "t:notes",
+                                "test")
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
     return services
 
 

@@ -34,7 +34,8 @@ class FakeChatModel:
         self.calls.append(messages)
         if self.gate is not None:
             self.gate.wait(timeout=30)
-        reply = self.replies.popleft() if self.replies else f"echo: {messages[-1]['content'][-40:]}"
+        question = messages[-1]["content"].rsplit("Question: ", 1)[-1]
+        reply = self.replies.popleft() if self.replies else f"echo: {question[-40:]}"
         if isinstance(reply, Exception):
             raise reply
         if on_text:

@@ -20,7 +20,8 @@ async def bot(services: Services, start_bot):
     services.knowledge.add_text("Bot commands", "Send /reset to start a new conversation.",
                                 "test:commands", "test")
     # Every question retrieves that document here; relevance itself is tested elsewhere.
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
     return await start_bot()
 
 

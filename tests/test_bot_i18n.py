@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select
 
 from bot.i18n import TEXTS, t
@@ -20,6 +22,7 @@ def test_every_text_has_english_and_korean() -> None:
 async def test_korean_user_gets_korean_texts(services: Services, start_bot,
                                              botapi: BotAPIEmulator, fake_model) -> None:
     services.knowledge.add_text("영업 시간", "매장은 오전 9시에 문을 엽니다. store opens nine", "t:h", "test")
+    services.chat.limits = replace(services.chat.limits, min_support=-1.0)
     await start_bot()
     botapi.send_text(KO_USER, "/help", language_code="ko")
     assert "새 대화를 시작합니다" in (await botapi.wait_for_message(KO_USER))["text"]

@@ -13,6 +13,29 @@ USER = 501
 
 
 
+async def test_streamed_answer_that_fails_the_check_is_edited_to_the_checked_text(
+        services, start_bot, botapi: BotAPIEmulator, fake_model: FakeChatModel) -> None:
+    """What the user watched being generated is replaced by the verified text, in place."""
+    from sqlalchemy import select
+
+    from bot.storage.models import Message
+
+    services.knowledge.add_text("Parking", "A parking space costs €55 per month.", "t:p", "test")
+    fake_model.word_delay = 0.15
+    fake_model.queue("A parking space costs €5 per year, or €550 for members of the club.")
+    await start_bot()
+    botapi.send_text(USER, "What does a parking space cost?")
+    final = await botapi.wait_for_message(USER, timeout=30)
+    assert final["text"] == "A parking space costs €55 per month.\n\nSources: Parking"
+    edits = botapi.calls_to("editMessageText")
+    assert any("€5 per year" in e.params["text"] for e in edits[:-1])  # what was streamed
+    assert edits[-1].params["text"] == final["text"]  # the same message, edited to the final
+    assert len(botapi.sent_messages(USER)) == 1
+    with services.db.read() as s:
+        stored = s.scalars(select(Message).where(Message.role == "assistant")).one()
+    assert stored.text == "A parking space costs €55 per month." and stored.grounding == "extractive"
+
+
 async def test_answer_streams_by_throttled_edits(grounded, start_bot, botapi: BotAPIEmulator,
                                                  fake_model: FakeChatModel) -> None:
     fake_model.word_delay = 0.1
@@ -84,6 +107,10 @@ async def test_allowlist_refuses_everyone_else(grounded, settings: Settings, sta
     botapi.press_button(USER, fake, "r:1:1")
     await botapi.wait_for(lambda: botapi.calls_to("answerCallbackQuery"))
     assert "private" in botapi.calls_to("answerCallbackQuery")[0].params["text"]
+    botapi.send_text(USER, "/reset")  # every path, commands included
+    assert "private" in (await botapi.wait_for_message(USER, 2))["text"]
+    botapi.send_text(USER, "/help")
+    assert "private" in (await botapi.wait_for_message(USER, 3))["text"]
     assert len(fake_model.calls) == 1
 
 
@@ -92,9 +119,10 @@ async def test_group_streaming_stays_under_20_messages_a_minute(
     fake_model.word_delay = 0.15
     fake_model.queue(" ".join(f"w{i}" for i in range(50)))  # ~7.5 s of "generation"
     await start_bot()
-    botapi.send_text(USER, "@assistant_test_bot go", chat_id=-77, chat_type="group")
+    botapi.send_text(USER, "@Assistant_Test_Bot go", chat_id=-77, chat_type="group")
     final = await botapi.wait_for_message(-77, timeout=30)
     assert final["text"].endswith("Sources: Notes")
+    assert "@" not in fake_model.calls[0][-1]["content"]  # a mention in any case is removed
     calls = [c for c in botapi.calls if c.method in ("sendMessage", "editMessageText")]
     gaps = [b.at - a.at for a, b in zip(calls, calls[1:])]
     assert len(calls) >= 2 and min(gaps) >= 2.9  # at most 20 per minute in a group

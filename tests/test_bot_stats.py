@@ -14,7 +14,8 @@ ADMIN, USER = 42, 501
 def seed_ratings(services: Services) -> None:
     """Two adapter versions: base gets 1 of 3 👍, v0001 gets 2 of 2 👍; one correction."""
     services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
     model = services.chat.model
     votes = {"base": [1, -1, -1], "v0001": [1, 1]}
     for version, values in votes.items():
@@ -49,7 +50,7 @@ async def test_feedback_lists_recent_thumbs_down(services: Services, start_bot,
     text = (await botapi.wait_for_message(ADMIN))["text"]
     assert text.count("👎×1 on answer") == 2
     assert "Q: question base 2" in text and "Correction: The right answer is 42." in text
-    assert "Sources: Notes" in text
+    assert "Sources: Notes" in text and "Checked: verified" in text  # how the answer was checked
     assert text.index("question base 2") < text.index("question base 1")  # newest first
 
 

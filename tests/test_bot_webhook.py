@@ -24,7 +24,8 @@ def free_port() -> int:
 async def test_webhook_delivery_and_secret(settings: Settings, services: Services,
                                            botapi: BotAPIEmulator) -> None:
     services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram"
     app = build_application(settings.model_copy(update={"telegram_api_url": botapi.url}), services)

@@ -72,8 +72,10 @@ def test_chat_pipeline_with_database_url(postgres_url: str, tmp_path, monkeypatc
                               embedder=FakeEmbedder(), seed=True)
     assert services.store.count_documents() >= 3  # the samples were seeded into PostgreSQL
     reply = services.chat.answer(3, UserInfo(3), "rate an answer: press the thumbs up button")
-    assert reply.text == "From Postgres." and reply.sources
+    # "Postgres" is in no excerpt, so the answer is replaced by its evidence; stored as shown.
+    assert reply.grounding == "extractive" and reply.generated == "From Postgres."
+    assert reply.sources and reply.text != "From Postgres."
     assert services.store.rate(reply.message_id, 3, 1) is RatingOutcome.CREATED
     with services.db.read() as s:
-        assert s.scalar(select(Message.text).where(Message.id == reply.message_id)) == "From Postgres."
+        assert s.scalar(select(Message.text).where(Message.id == reply.message_id)) == reply.text
     services.close()

@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench.learning_loop.run import PROBES, QUESTIONS  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.model import resolve_base_model  # noqa: E402
-from bot.services.chat import build_messages, unique_titles  # noqa: E402
+from bot.services.chat import build_messages  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
 from tuning.config import TuneConfig, add_arguments, from_arguments  # noqa: E402
@@ -81,7 +81,7 @@ def seed_exchanges(settings: Settings, n: int, users: int, liked_share: float,
         answer = good if liked else rng.choice(VAGUE)
         message_id = services.store.add_message(
             conversation, "assistant", answer, prompt=prompt, chunk_ids=[h.chunk_id for h in hits],
-            sources=unique_titles(hits), adapter_version="base")
+            sources=list(dict.fromkeys(h.title for h in hits)), adapter_version="base")
         services.feedback.rate(message_id, person, 1 if liked else -1)
         counts["exchanges"] += 1
         counts["thumbs_up" if liked else "thumbs_down"] += 1

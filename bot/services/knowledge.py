@@ -18,6 +18,7 @@ from bot.storage.store import DocumentInfo, Store
 from knowledge.chunking import chunk_text
 from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file, parse_text
 from knowledge.embeddings import Embedder
+from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class KnowledgeService:
         self.store = store
         self.index = index
         self._embedder = embedder
+        self._picker = EvidencePicker(embedder)
+        self._coverage = Coverage(embedder)
+        self._vocabulary: tuple[tuple[int, int, int], set[str]] | None = None
 
     def _chunks(self, text: str) -> list[str]:
         max_tokens = min(self._embedder.max_tokens, 256) - 16  # room for the title line
@@ -125,6 +129,27 @@ class KnowledgeService:
         hits = self.index.search(query, k * 2)
         current = self.store.current_versions({h.document_id for h in hits})
         return [h for h in hits if current.get(h.document_id) == h.version][:k]
+
+    def evidence(self, question: str, hits: list[Hit], k: int = 3,
+                 context: str = "") -> list[Evidence]:
+        """The `k` sentences of `hits` that best answer `question`, best first."""
+        return self._picker.pick(question, hits, k, context)
+
+    def vocabulary(self) -> set[str]:
+        """Every content word of the knowledge base; rebuilt when a document changes, in
+        this process or another (the CLI)."""
+        signature = self.store.knowledge_signature()
+        if self._vocabulary is None or self._vocabulary[0] != signature:
+            words: set[str] = set()
+            for title, text in self.store.document_texts():
+                words |= content_words(f"{title}\n{text}")
+            self._vocabulary = (signature, words)
+        return self._vocabulary[1]
+
+    def uncovered(self, question: str, language: str | None = None) -> list[str]:
+        """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""
+        return self._coverage.uncovered(question, self.vocabulary(),
+                                        (language or "en").split("-")[0])
 
     def check(self) -> list[IndexProblem]:
         """Documents whose indexed chunk count differs from SQL (fix with `reindex`)."""

@@ -48,6 +48,8 @@ class Complaint:
     sources: list[str]
     downvotes: int
     corrections: list[str]
+    grounding: str = ""  # verified | extractive | abstained | no_knowledge | withheld
+    generated: str = ""  # what the model said, when the check replaced it
 
 
 class StatsService:
@@ -84,13 +86,15 @@ class StatsService:
                 .limit(limit)).all()
             out = []
             for answer, downvotes, _ in rows:
-                question = s.scalar(select(Message.text).where(
-                    Message.conversation_id == answer.conversation_id, Message.id < answer.id,
-                    Message.role == "user").order_by(Message.id.desc()).limit(1))
+                question = s.scalar(select(Message.text)
+                                    .where(Message.id == answer.question_id))
                 corrections = s.scalars(select(Correction.text)
                                         .where(Correction.message_id == answer.id)).all()
                 out.append(Complaint(answer.id, question or "", answer.text,
-                                     list(answer.sources or []), downvotes, list(corrections)))
+                                     list(answer.sources or []), downvotes, list(corrections),
+                                     answer.grounding or "",
+                                     answer.generated_text if answer.grounding == "extractive"
+                                     else ""))
         return out
 
 

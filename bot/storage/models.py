@@ -82,6 +82,17 @@ class Message(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # An answer names the question it answers (in groups answers finish out of order).
+    question_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL", name="fk_messages_question_id"),
+        index=True
+    )
+    # The sentences the answer was checked against, how it was checked ("verified": the
+    # model's words held up; "extractive": replaced by the evidence; "abstained"), and what
+    # the model said before the check: a negative example when it was replaced.
+    evidence: Mapped[list[dict] | None] = mapped_column(JSON)
+    grounding: Mapped[str | None] = mapped_column(String(16))
+    generated_text: Mapped[str | None] = mapped_column(Text)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -96,6 +107,8 @@ class Rating(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     value: Mapped[int] = mapped_column(SmallInteger)
+    # The Telegram message (in the answer's chat) that invited a correction after this 👎.
+    correction_prompt_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

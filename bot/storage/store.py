@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,11 +128,15 @@ class Store:
     def add_message(self, conversation_id: int, role: str, text: str, *, user_id: int | None = None,
                     prompt: str | None = None, chunk_ids: list[str] | None = None,
                     sources: list[str] | None = None, adapter_version: str | None = None,
-                    latency_ms: int | None = None) -> int:
+                    latency_ms: int | None = None, question_id: int | None = None,
+                    evidence: list[dict] | None = None, grounding: str | None = None,
+                    generated_text: str | None = None) -> int:
         with self.db.write() as s:
             msg = Message(conversation_id=conversation_id, role=role, text=text, user_id=user_id,
                           prompt=prompt, chunk_ids=chunk_ids or [], sources=sources or [],
-                          adapter_version=adapter_version, latency_ms=latency_ms)
+                          adapter_version=adapter_version, latency_ms=latency_ms,
+                          question_id=question_id, evidence=evidence, grounding=grounding,
+                          generated_text=generated_text)
             s.add(msg)
             s.flush()
             return msg.id
@@ -158,21 +164,46 @@ class Store:
 
     # --- ratings -------------------------------------------------------------------------------
 
-    def rate(self, message_id: int, user_id: int, value: int) -> RatingOutcome:
-        """Record or change one user's vote on an assistant message."""
+    def rate(self, message_id: int, user_id: int, value: int,
+             chat_id: int | None = None) -> RatingOutcome:
+        """Record or change one user's vote on an assistant message; with `chat_id`, only if
+        the answer was given in that chat (a button's data can be forged, its chat cannot)."""
         with self.db.write() as s:
-            role = s.scalar(select(Message.role).where(Message.id == message_id))
-            if role != "assistant":
+            row = s.execute(select(Message.role, Conversation.chat_id)
+                            .join(Conversation, Message.conversation_id == Conversation.id)
+                            .where(Message.id == message_id)).first()
+            if row is None or row.role != "assistant" \
+                    or (chat_id is not None and row.chat_id != chat_id):
                 return RatingOutcome.NO_MESSAGE
-            row = s.scalar(select(Rating).where(Rating.message_id == message_id,
-                                                Rating.user_id == user_id))
-            if row is None:
+            rating = s.scalar(select(Rating).where(Rating.message_id == message_id,
+                                                   Rating.user_id == user_id))
+            if rating is None:
                 s.add(Rating(message_id=message_id, user_id=user_id, value=value))
                 return RatingOutcome.CREATED
-            if row.value == value:
+            if rating.value == value:
                 return RatingOutcome.UNCHANGED
-            row.value = value
+            rating.value = value
             return RatingOutcome.CHANGED
+
+    def set_correction_prompt(self, message_id: int, user_id: int,
+                              telegram_message_id: int) -> None:
+        """Remember which Telegram message invited `user_id` to correct answer `message_id`."""
+        with self.db.write() as s:
+            s.execute(update(Rating).where(Rating.message_id == message_id,
+                                           Rating.user_id == user_id)
+                      .values(correction_prompt_id=telegram_message_id))
+
+    def correction_target(self, chat_id: int, telegram_message_id: int,
+                          user_id: int) -> int | None:
+        """The answer that Telegram message `telegram_message_id` in `chat_id` invited `user_id`
+        to correct, if it did (only the user who pressed 👎 may answer it)."""
+        with self.db.read() as s:
+            return s.scalar(
+                select(Rating.message_id)
+                .join(Message, Rating.message_id == Message.id)
+                .join(Conversation, Message.conversation_id == Conversation.id)
+                .where(Rating.correction_prompt_id == telegram_message_id,
+                       Rating.user_id == user_id, Conversation.chat_id == chat_id))
 
     def user_vote(self, message_id: int, user_id: int) -> int | None:
         with self.db.read() as s:
@@ -192,15 +223,21 @@ class Store:
             counts = {"ratings": s.execute(delete(Rating).where(Rating.user_id == user_id)).rowcount,
                       "corrections": s.execute(delete(Correction)
                                                .where(Correction.user_id == user_id)).rowcount}
-            asked = s.execute(select(Message.id, Message.conversation_id)
+            asked = s.execute(select(Message.id, Message.conversation_id, Message.text)
                               .where(Message.user_id == user_id)).all()
-            doomed = {mid for mid, _ in asked}
-            for mid, conv in asked:  # the answer to each question carries it in its prompt
-                answer = s.scalar(select(func.min(Message.id)).where(
-                    Message.conversation_id == conv, Message.id > mid,
-                    Message.role == "assistant"))
-                if answer is not None:
-                    doomed.add(answer)
+            doomed = {mid for mid, _, _ in asked}
+            # The answers to their questions (linked, so out-of-order group answers are right).
+            doomed |= set(s.scalars(select(Message.id).where(Message.question_id.in_(doomed))))
+            # Other people's answers whose stored prompt quotes them (group history): the
+            # answer stays, the prompt goes, so it never becomes training data.
+            texts = [text for _, _, text in asked if text.strip()]
+            shared = {conv for _, conv, _ in asked}
+            for mid, prompt in s.execute(select(Message.id, Message.prompt).where(
+                    Message.conversation_id.in_(shared), Message.role == "assistant",
+                    Message.prompt.is_not(None), Message.id.not_in(doomed))).all():
+                if any(text in prompt for text in texts):
+                    s.execute(update(Message).where(Message.id == mid)
+                              .values(prompt=None, generated_text=None))
             private = select(Conversation.id).where(Conversation.chat_id == user_id)
             doomed |= set(s.scalars(select(Message.id).where(Message.conversation_id.in_(private))))
             s.execute(delete(Rating).where(Rating.message_id.in_(doomed)))
@@ -294,6 +331,25 @@ class Store:
     def document_text(self, document_id: int) -> str | None:
         with self.db.read() as s:
             return s.scalar(select(Document.text).where(Document.id == document_id))
+
+    def knowledge_signature(self) -> tuple[int, int, int]:
+        """(documents, highest id, sum of versions): changes whenever the knowledge base does."""
+        with self.db.read() as s:
+            row = s.execute(select(func.count(Document.id), func.max(Document.id),
+                                   func.sum(Document.version))).one()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
+    def document_texts(self) -> Iterator[tuple[str, str]]:
+        """(title, text) of every document, in pages."""
+        offset = 0
+        while True:
+            with self.db.read() as s:
+                rows = s.execute(select(Document.title, Document.text).order_by(Document.id)
+                                 .offset(offset).limit(200)).all()
+            yield from ((title, text) for title, text in rows)
+            if len(rows) < 200:
+                return
+            offset += 200
 
     def count_documents(self) -> int:
         with self.db.read() as s:

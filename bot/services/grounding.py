@@ -1,0 +1,208 @@
+"""Is an answer supported by its evidence? And if not, what do we say instead?
+
+A small model reads excerpts well enough to pick the right sentence, and badly enough to
+misspell a network name, turn euros into cents or invent a fax number. Every fact-like token of
+an answer (a number, price, time, e-mail, code, quoted term or proper name) must therefore
+occur in the evidence it was given; an answer that fails is replaced by the evidence itself,
+quoted with its source. Plain strings in, plain strings out: no model, no database.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# A claim: something a reader would take as a fact that must have come from somewhere.
+_CLAIM = re.compile(
+    r"[\w.+-]+@[\w.@-]*\w"                                  # e-mail (or a mangled one)
+    r"|[€$£]?\s?\+?(?<![^\W\d_])\d(?:[\d ]*\d)?(?:[.,:/]\d+)*\s?[€$£%]?"  # numbers, prices…
+    r"(?:\s?(?:euros?|eur|dollars?|percent|per ?cent|days?|weeks?|months?|years?|hours?|"
+    r"minutes?|people|persons?|pages?|metres?|meters?|m²|km|kwh|mbit/s|mbit|am|pm)\b)?"
+    r"|\"[^\"\n]{2,40}\"|“[^”\n]{2,40}”|«[^»\n]{2,40}»"      # quoted terms
+    r"|\b\w*[A-Za-z]\w*(?:-\w+)+\b"                         # hyphenated codes (BW-Guest)
+    r"|\b[A-Z]\w*[A-Z]\w*\b"                                # inner capitals (DeskLoop)
+    r"|\b[A-Z][a-z]{2,}\b",                                 # capitalised words (names)
+)
+_NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+                 "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30", "forty": "40",
+                 "fifty": "50", "sixty": "60", "hundred": "100", "first": "1st",
+                 "second": "2nd", "third": "3rd", "half": "50%"}
+# Words a sentence may start with, or that any answer may use, without claiming anything.
+_PLAIN = frozenset("""
+a an the i you yes no it its this that these those there they we he she please sorry sure
+according however also and but or so if when what where which who how why in on at for from
+to of by with about as is are was were be can could will would should may might do does did
+not none only each every all both some any our your their my his her hello hi thanks thank
+ok okay note here today tomorrow source sources answer question excerpt excerpts
+""".split())
+_DONT_KNOW = re.compile(
+    r"\b(i (do not|don't|dont) know|not sure|no information|(can ?not|can't|couldn't|could "
+    r"not) (find|answer|tell)|does not (say|mention)|doesn't (say|mention)|is not mentioned|"
+    r"isn't mentioned|not (in|covered by) the (excerpts|knowledge base))\b", re.I)
+# Where a small model runs on after its answer: a new "Question:", a role tag, an excerpt.
+_RUN_ON = re.compile(r"\n\s*(question|q|user|assistant|answer|excerpt|source|sources|note)"
+                     r"\s*\d*\s*[:：]|\n\s*<|\bquestion\s*\d+\s*:|</?excerpt", re.I)
+
+
+def normalise(text: str) -> str:
+    """Lower case, unified quotes and dashes, no spaces or thousands separators, number words
+    as digits: so '€ 1,200', '1200 €' and 'three' compare with '€1200' and '3'."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = text.replace("’", "'").replace("‘", "'").replace("–", "-").replace("—", "-")
+    text = re.sub(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b",
+                  lambda m: _NUMBER_WORDS[m.group(1)], text)
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    text = re.sub(r"(\d+(?:[.,]\d+)?)\s?(?:euros?|eur)\b", r"€\1", text)  # "12 euros" is "€12"
+    text = re.sub(r"\beur\s?(?=\d)", "€", text)
+    text = re.sub(r"(?<=\d)\s?(?:percent|per cent)\b", "%", text)
+    text = re.sub(r"(?<=\d)\.00\b", "", text)  # "€18.00" says what "€18" says
+    text = re.sub(r"(?<=\d)\s?(day|week|month|year|hour|minute|page|person|metre|meter)s\b",
+                  r" \1", text)  # "30 days" and "30 day"
+    text = re.sub(r"\b0(?=\d:\d\d)", "", text)  # "07:30" and "7:30"
+    return re.sub(r"[\s\"“”«»'`*_]+", "", text)
+
+
+def claims(text: str) -> list[str]:
+    """The fact-like tokens of `text`, in order, without duplicates."""
+    found: dict[str, None] = {}
+    for m in _CLAIM.finditer(text):
+        token = m.group(0).strip(" \"“”«»")
+        if not token or token.lower() in _PLAIN:
+            continue
+        if token[0].isupper() and token.isalpha() and _starts_sentence(text, m.start()):
+            continue  # "Members pay…": a capital only because the sentence starts there
+        found[token] = None
+    return list(found)
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    before = text[:at].rstrip(" \"“'(")
+    return not before or before[-1] in ".!?:\n•-*"
+
+
+def occurs(claim: str, source: str) -> bool:
+    """`claim` in normalised `source`, numbers whole: "3" is not found in "30" or "€0.35"."""
+    token = normalise(claim)
+    if not token:
+        return True
+    pattern = ("(?<![\\d.,])" if token[0].isdigit() else "") + re.escape(token) + \
+        (r"(?![\d]|[.,]\d)" if token[-1].isdigit() else "")
+    return re.search(pattern, source) is not None
+
+
+def unsupported_claims(answer: str, evidence: Iterable[str]) -> list[str]:
+    """Claims of `answer` that occur in none of the evidence texts (normalised)."""
+    source = normalise("\n".join(evidence))
+    return [c for c in claims(answer) if not occurs(c, source)]
+
+
+def says_dont_know(text: str) -> bool:
+    return _DONT_KNOW.search(text) is not None
+
+
+def trim_run_on(text: str) -> str:
+    """The answer without what a small model adds after it: 'Question 2: …', role tags,
+    a repeated excerpt, or a last sentence cut off by the token limit."""
+    m = _RUN_ON.search(text)
+    if m:
+        text = text[: m.start()]
+    text = text.strip()
+    if text and text[-1] not in ".!?)\"”»" and re.search(r"[.!?]\s", text):
+        text = text[: max(text.rfind(". "), text.rfind("! "), text.rfind("? ")) + 1]
+    return text.strip()
+
+
+# What a question asks for, when its form says so; the evidence must hold that kind of thing.
+_ASKS_NUMBER = re.compile(
+    r"\b(how (much|many|long|late|early|big|large|fast|often|soon)|what (time|year|day|date)|"
+    r"which (year|day|date)|when|price|cost|costs|fee|fees|rate|number|phone|how old)\b", re.I)
+# "How many" wants a count; "when" may be answered by a weekday or a month as well.
+_ASKS_COUNT = re.compile(r"\bhow (many|much|long|big|large|fast|old)\b|\bnumber\b", re.I)
+_COUNT = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r"|free|a few|several|dozen)\b",
+                    re.I)
+_ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
+_ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
+                         r"for)|how expensive|pay)\b", re.I)
+_PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
+_ASKS_TIME = re.compile(r"\b(when|what time|which day|what day|how long|how many|how much time|"
+                        r"how often|how soon)\b", re.I)
+_ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
+_ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december")
+_ASKS_EMAIL = re.compile(r"\b(e-?mail|email)\b", re.I)
+_NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
+_QUANTITY = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r"|free|closed|daily|weekly|"
+                       r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekdays?|"
+                       r"weekends?|noon|midnight|morning|evening|night|january|february|march|"
+                       r"april|may|june|july|august|september|october|november|december)\b",
+                       re.I)
+
+
+def answers_kind(question: str, sentence: str) -> bool:
+    """False when the question asks for a number, a person or an e-mail the sentence lacks."""
+    if _ASKS_EMAIL.search(question) and "@" not in sentence:
+        return False
+    if _ASKS_NAME.search(question):
+        asked = normalise(question)
+        names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
+                 if not (_starts_sentence(sentence, i) and n.lower() in _PLAIN)]
+        return any(normalise(n) not in asked for n in names)
+    if _ASKS_YEAR.search(question):
+        return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None
+    if _ASKS_MONTH.search(question):
+        return re.search(rf"\b({_MONTHS})\b", sentence, re.I) is not None
+    if _ASKS_PRICE.search(question) and not _ASKS_TIME.search(question):
+        return _PRICE.search(sentence) is not None
+    if _ASKS_COUNT.search(question):
+        return _COUNT.search(sentence) is not None
+    if _ASKS_NUMBER.search(question):
+        return _QUANTITY.search(sentence) is not None
+    return True
+
+
+def asks_kind(question: str) -> bool:
+    """Whether the question asks for a fact of a kind: a number, price, date, name, e-mail."""
+    return any(p.search(question) for p in (_ASKS_EMAIL, _ASKS_NAME, _ASKS_YEAR, _ASKS_MONTH,
+                                             _ASKS_PRICE, _ASKS_NUMBER))
+
+
+_NEGATION = re.compile(r"\b(not|no|never|closed|cannot|can't|isn't|aren't|don't|doesn't|"
+                       r"won't|nobody|none|nothing|neither|nor)\b|n't\b", re.I)
+
+
+def same_polarity(answer: str, sentence: str) -> bool:
+    """A yes/no answer must not flip its evidence: 'closed on Sundays' is no 'open'."""
+    return bool(_NEGATION.search(answer)) == bool(_NEGATION.search(sentence))
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict on one generated answer."""
+
+    supported: bool
+    unsupported: list[str]
+    reason: str  # "ok" | "unsupported" | "empty" | "dont_know" | "off_topic"
+
+
+def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
+    """Is `answer` a usable reply to `question` given `evidence` (best sentence first)?
+
+    The answer's facts must all come from the first, best sentence: a small model that
+    borrows a number from a neighbouring sentence is usually answering another question.
+    """
+    if not answer.strip():
+        return Check(False, [], "empty")
+    if says_dont_know(answer):
+        return Check(False, [], "dont_know")
+    missing = unsupported_claims(answer, evidence[:1])
+    if missing:
+        return Check(False, missing, "unsupported")
+    if not answers_kind(question, answer) or (asks_kind(question) and not claims(answer)):
+        return Check(False, [], "off_topic")
+    if not same_polarity(answer, evidence[0]):
+        return Check(False, [], "contradicts")
+    return Check(True, [], "ok")

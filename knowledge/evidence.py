@@ -1,0 +1,251 @@
+"""Choose the evidence for an answer: the few sentences of the retrieved chunks that answer it.
+
+A small model answers far better from three sentences than from three whole chunks, and a
+sentence is what an answer can be checked against and quoted from. Each sentence is scored by
+meaning (the embedding model, with the sentence's document title and section heading as
+context, so "It seats 8 people." still belongs to the room its section names), by the
+question's words it shares, and by how well its whole chunk matched the question (a sentence
+alone loses what its neighbours say); the best score is how well the knowledge base supports
+an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from knowledge.embeddings import Embedder
+from knowledge.index import Hit
+
+logger = logging.getLogger(__name__)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+(?=[^a-z])|(?<=[。！？])")
+_TERMINAL = re.compile(r"[.!?:;。！？…)\]\"”]$")
+_WORD = re.compile(r"\w+")
+STOPWORDS = frozenset("""
+a about above after again all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has
+have having he her here hers him his how i if in into is it its itself just me more most my
+no nor not of off on once only or other our out over own same she should so some such than that
+the their them then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours i'm i'd i've can't
+don't isn't tell know please much many get got one there's what's it's want need
+""".split())
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One sentence of the knowledge base, with where it came from and how well it fits."""
+
+    text: str
+    title: str
+    chunk_id: str
+    score: float
+    heading: str = ""
+
+    @property
+    def framed(self) -> str:
+        """The sentence with the document title and section it sits under."""
+        where = " — ".join(dict.fromkeys(p for p in (self.title, self.heading) if p))
+        return f"{where}: {self.text}" if where else self.text
+
+    def cite(self) -> dict[str, object]:
+        """A JSON-ready record, as stored with the answer."""
+        return {"text": self.text, "title": self.title, "heading": self.heading,
+                "chunk_id": self.chunk_id, "score": round(self.score, 4)}
+
+
+def _stem(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words that carry meaning, crudely stemmed so 'rooms' meets 'room'."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
+            continue
+        words.add(_stem(word))
+    return words
+
+
+# Sentences that address the reader as a model ("ignore previous instructions", "reply only
+# with X"): a document may contain them, but they are never evidence for an answer.
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|rules|prompts?|above|"
+    r"previous|prior)\b|\b(reply|respond|answer|say|output|print|write)\b.{0,20}\b(only|"
+    r"exactly|always)\b.{0,20}\b(with|the word|this)\b|\b(system|developer) (prompt|notice|"
+    r"message|instruction)|\b(you are|you must|you should|as an ai)\b.{0,40}\b(assistant|model|"
+    r"say|reply|answer|respond|reveal)|\breveal\b.{0,30}\b(prompt|instructions|code)",
+    re.I)
+
+
+def is_instruction(sentence: str) -> bool:
+    """True for a sentence written to steer a model rather than to state a fact."""
+    return _INSTRUCTION.search(sentence) is not None
+
+
+def _is_heading(line: str, next_line: str | None) -> bool:
+    """A short unpunctuated line followed by one it does not run into (PDFs wrap lines)."""
+    line = line.strip()
+    if not line or _TERMINAL.search(line) or len(line) > 60 or len(line.split()) > 8:
+        return False
+    return next_line is not None and not next_line.lstrip()[:1].islower()
+
+
+def sentences(chunk_text: str) -> list[tuple[str, str]]:
+    """(section heading, sentence) pairs of a chunk, wrapped lines joined again."""
+    lines = [ln.strip() for ln in chunk_text.replace("\r", "").split("\n")]
+    heading, paragraph, out = "", [], []
+
+    def flush() -> None:
+        text = " ".join(paragraph).strip()
+        out.extend((heading, s.strip()) for s in _SENTENCE_END.split(text) if s.strip())
+        paragraph.clear()
+
+    for i, line in enumerate(lines):
+        nxt = next((ln for ln in lines[i + 1:] if ln), None)
+        if not line:
+            flush()
+        elif _is_heading(line, nxt) and not paragraph:
+            heading = line
+        else:
+            paragraph.append(line)
+    flush()
+    return out
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0)
+
+
+class EvidencePicker:
+    """Scores the sentences of retrieved chunks against a question; knows nothing of chat."""
+
+    def __init__(self, embedder: Embedder, lexical_weight: float = 0.35,
+                 retrieval_weight: float = 0.5) -> None:
+        self._embedder = embedder
+        self.lexical_weight = lexical_weight
+        self.retrieval_weight = retrieval_weight  # how well the sentence's whole chunk matched
+        self._cache: dict[str, list[float]] = {}  # sentence-with-context -> vector
+
+    def _vectors(self, texts: list[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            if len(self._cache) > 20_000:  # a bound, not an LRU: the knowledge base is small
+                self._cache.clear()
+            self._cache.update(zip(missing, self._embedder.embed(missing), strict=True))
+        return [self._cache[t] for t in texts]
+
+    def pick(self, question: str, hits: list[Hit], k: int = 3,
+             context: str = "") -> list[Evidence]:
+        """The `k` best sentences of `hits` for `question`, best first.
+
+        `context` (the previous question of a follow-up) is scored too, at a lower weight, so
+        "and on Saturdays?" still finds the opening hours.
+        """
+        candidates: list[tuple[Hit, str, str]] = []  # (hit, heading, sentence)
+        seen: set[str] = set()
+        for hit in hits:
+            for heading, sentence in sentences(hit.text):
+                if sentence in seen or len(_WORD.findall(sentence)) < 2 \
+                        or is_instruction(sentence):
+                    continue
+                seen.add(sentence)
+                candidates.append((hit, heading, sentence))
+        if not candidates:
+            return []
+        queries = [question] + ([f"{context} {question}"] if context else [])
+        framed = [Evidence(s, h.title, h.chunk_id, 0.0, heading).framed
+                  for h, heading, s in candidates]
+        vectors = self._vectors(queries + framed)
+        q_vecs, s_vecs = vectors[: len(queries)], vectors[len(queries):]
+        q_words = content_words(question)
+        c_words = content_words(context) - q_words if context else set()
+        bags = [content_words(f"{heading} {sentence}") for _, heading, sentence in candidates]
+
+        def overlap_of(asked: set[str], words: set[str]) -> float:
+            return len(asked & words) / len(asked) if asked else 0.0
+
+        scored = []
+        for (hit, heading, sentence), words, vec in zip(candidates, bags, s_vecs, strict=True):
+            meaning = _cosine(q_vecs[0], vec)
+            if context:
+                meaning = max(meaning, 0.9 * _cosine(q_vecs[1], vec))
+            overlap = overlap_of(q_words, words)
+            if c_words:
+                overlap = max(overlap, 0.5 * overlap_of(q_words | c_words, words))
+            score = (meaning + self.lexical_weight * overlap
+                     + self.retrieval_weight * hit.score) \
+                / (1 + self.lexical_weight + self.retrieval_weight)
+            scored.append(Evidence(sentence, hit.title, hit.chunk_id, score, heading))
+        scored.sort(key=lambda e: e.score, reverse=True)
+        return scored[:k]
+
+
+class Coverage:
+    """Does the knowledge base speak of everything a question names?
+
+    "Does Brightwater have a sauna?" retrieves the nearest facts about Brightwater, which score
+    well; what gives it away is "sauna", a specific word found nowhere in the knowledge base and
+    close in meaning to none of its words. Everyday words ("find", "without") and paraphrases
+    ("heater" near "heating", "monthly" near "month") do not count.
+    """
+
+    def __init__(self, embedder: Embedder, specific_below: float = 5.0,
+                 related_above: float = 0.5) -> None:
+        self._embedder = embedder
+        self.specific_below = specific_below  # Zipf frequency: under 5 is not an everyday word
+        self.related_above = related_above    # cosine of two words' embeddings
+        self._vectors: dict[str, Any] = {}    # word -> unit vector (numpy), kept across changes
+        self._matrix: tuple[frozenset[str], Any] | None = None
+
+    def _embed(self, words: list[str]) -> Any:
+        import numpy as np
+
+        missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
+        for start in range(0, len(missing), 512):
+            batch = missing[start:start + 512]
+            vectors = np.asarray(self._embedder.embed(batch), dtype=np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
+            self._vectors.update(zip(batch, vectors, strict=True))
+        return np.stack([self._vectors[w] for w in words]) if words else np.zeros((0, 1))
+
+    def _vocabulary_matrix(self, vocabulary: set[str]) -> Any:
+        """The knowledge base's words as one matrix; only new words are embedded."""
+        key = frozenset(vocabulary)
+        if self._matrix is None or self._matrix[0] != key:
+            words = sorted(w for w in vocabulary if not w.isdigit())
+            self._matrix = (key, self._embed(words))
+            self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
+        return self._matrix[1]
+
+    def uncovered(self, question: str, vocabulary: set[str], language: str = "en") -> list[str]:
+        """Specific words of `question` that neither occur in `vocabulary` (the knowledge
+        base's `content_words`) nor resemble any word of it."""
+        from wordfreq import zipf_frequency
+
+        candidates = [w for w in _WORD.findall(question.lower())
+                      if w not in STOPWORDS and len(w) > 2 and not w.isdigit()
+                      and w not in vocabulary and _stem(w) not in vocabulary]
+        try:
+            novel = [w for w in candidates
+                     if zipf_frequency(w, language) < self.specific_below]
+        except Exception as exc:  # e.g. Korean and Japanese need MeCab: no verdict then
+            logger.warning("No word frequencies for language %r (%s)", language, exc)
+            return []
+        if not novel or not vocabulary:
+            return novel
+        matrix = self._vocabulary_matrix(vocabulary)
+        similarity = (self._embed(novel) @ matrix.T).max(axis=1)
+        return [w for w, sim in zip(novel, similarity.tolist(), strict=True)
+                if sim < self.related_above]
