@@ -10,7 +10,7 @@ import re
 from telegram import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram.constants import ChatType
 from telegram.error import TelegramError
-from telegram.ext import Application, CallbackContext, ExtBot
+from telegram.ext import Application, ApplicationHandlerStop, CallbackContext, ExtBot
 
 from bot.i18n import t
 from bot.services import UserError
@@ -32,7 +32,6 @@ ADMIN_HELP = (
     "• /stats: usage and 👍 rate per adapter version, with a chart\n"
     "• /feedback [n]: the latest 👎 answers, to fix the knowledge base"
 )
-CORRECTION_REF = re.compile(r"#(\d+)\)\s*$")  # "(answer #12)" / "(답변 #12)"
 
 
 class AssistantContext(CallbackContext[ExtBot, dict, dict, dict]):
@@ -56,6 +55,23 @@ class AssistantContext(CallbackContext[ExtBot, dict, dict, dict]):
         return user is not None and (not settings.allowed_user_ids
                                      or user.id in settings.allowed_user_ids
                                      or user.id in settings.admin_ids)
+
+
+async def allowlist(update: Update, context: AssistantContext) -> None:
+    """Group -1: stop every update from someone ALLOWED_USER_IDS leaves out, on every path
+    (questions, commands, buttons), with one refusal where they addressed the bot."""
+    user = update.effective_user
+    if context.may_use(user):
+        return
+    lang = user.language_code if user else None
+    if update.callback_query is not None:
+        await update.callback_query.answer(t("not_allowed", lang), show_alert=True)
+    elif update.effective_message is not None and update.effective_chat is not None and (
+            update.effective_chat.type == ChatType.PRIVATE
+            or _addressed_to_bot(update, context) is not None
+            or (update.effective_message.text or "").startswith("/")):
+        await update.effective_message.reply_text(t("not_allowed", lang))
+    raise ApplicationHandlerStop
 
 
 def rating_keyboard(message_id: int) -> InlineKeyboardMarkup:
@@ -113,9 +129,9 @@ def _addressed_to_bot(update: Update, context: AssistantContext) -> str | None:
         return None
     if message.chat.type == ChatType.PRIVATE:
         return message.text
-    mention = f"@{context.bot.username}"
-    if mention.lower() in message.text.lower():
-        return message.text.replace(mention, "").strip()
+    mention = re.compile(rf"@{re.escape(context.bot.username)}\b", re.IGNORECASE)
+    if mention.search(message.text):
+        return mention.sub("", message.text).strip()
     reply_to = message.reply_to_message
     if reply_to and reply_to.from_user and reply_to.from_user.id == context.bot.id:
         return message.text
@@ -129,9 +145,6 @@ async def answer(update: Update, context: AssistantContext) -> None:
     if text is None or message is None or chat is None or user is None:
         return
     lang = user.language_code
-    if not context.may_use(user):
-        await message.reply_text(t("not_allowed", lang))
-        return
     if await _take_correction(update, context):
         return
     wait = context.rate_limiter.retry_after(user.id)
@@ -162,16 +175,17 @@ async def rate(update: Update, context: AssistantContext) -> None:
     if query is None:
         return
     lang = query.from_user.language_code
-    if not context.may_use(query.from_user):
-        await query.answer(t("not_allowed", lang), show_alert=True)
-        return
     parsed = parse_rating(query.data)
     if parsed is None:
         await query.answer(t("button_invalid", lang))
         return
     message_id, value = parsed
+    chat_id = query.message.chat.id if query.message is not None else None
+    if chat_id is None:  # a button on a message too old to be sent back: no chat to check
+        await query.answer(t("button_invalid", lang))
+        return
     outcome = await asyncio.to_thread(context.services.feedback.rate, message_id,
-                                      user_info(query.from_user), value)
+                                      user_info(query.from_user), value, chat_id)
     await query.answer(t({
         RatingOutcome.CREATED: "rated",
         RatingOutcome.CHANGED: "rating_changed",
@@ -184,17 +198,20 @@ async def rate(update: Update, context: AssistantContext) -> None:
 
 async def _offer_correction(update: Update, context: AssistantContext, message_id: int) -> None:
     """After a 👎: invite (never require) a better answer or a reason, as a reply."""
-    chat = update.effective_chat
-    if chat is None:
+    chat, user = update.effective_chat, update.effective_user
+    if chat is None or user is None:
         return
     try:
         lang = _lang(update)
-        await context.bot.send_message(
+        prompt = await context.bot.send_message(
             chat.id, t("correction_prompt", lang, id=message_id),
             reply_markup=ForceReply(selective=True,
                                     input_field_placeholder=t("correction_placeholder", lang)))
     except TelegramError as exc:
         logger.warning("Could not offer a correction: %s", exc)
+        return
+    await asyncio.to_thread(context.services.feedback.invited_correction, message_id, user.id,
+                            prompt.message_id)
 
 
 async def _take_correction(update: Update, context: AssistantContext) -> bool:
@@ -203,11 +220,13 @@ async def _take_correction(update: Update, context: AssistantContext) -> bool:
     replied = message.reply_to_message
     if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
         return False
-    match = CORRECTION_REF.search(replied.text or "")
-    if match is None:
+    user = update.effective_user
+    target = await asyncio.to_thread(context.services.feedback.correction_target,
+                                     message.chat.id, replied.message_id, user.id)
+    if target is None:  # not a correction prompt, or one meant for someone else
         return False
-    stored = await asyncio.to_thread(context.services.feedback.correct, int(match.group(1)),
-                                     user_info(update.effective_user), message.text or "")
+    stored = await asyncio.to_thread(context.services.feedback.correct, target,
+                                     user_info(user), message.text or "")
     if stored:
         await message.reply_text(t("correction_saved", _lang(update)))
     return stored

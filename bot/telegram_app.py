@@ -62,7 +62,9 @@ def build_application(settings: Settings, services: Services) -> Application:
                                               settings.queue_max_waiting,
                                               settings.queue_max_per_user)
     application.bot_data["rate_limiter"] = RateLimiter(settings.rate_limit_per_minute)
-    application.add_handler(TypeHandler(Update, once_per_update(services.store)), group=-1)
+    # Before any handler: each update once (-2), then only from allowed users (-1).
+    application.add_handler(TypeHandler(Update, once_per_update(services.store)), group=-2)
+    application.add_handler(TypeHandler(Update, handlers.allowlist), group=-1)
     handlers_admin.register(application)  # before the chat handlers: its buttons match first
     handlers.register(application)
     return application

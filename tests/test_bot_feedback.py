@@ -82,3 +82,32 @@ async def test_forget_needs_confirmation_and_deletes_only_that_user(
     assert [(r.user_id, r.value) for r in rows(services, Rating)] == [(OTHER, 1)]
     user = [u for u in rows(services, User) if u.id == USER][0]
     assert user.forgotten_at is not None and user.username is None
+
+
+async def test_a_forged_press_from_another_chat_changes_nothing(bot, botapi: BotAPIEmulator,
+                                                                services: Services) -> None:
+    """Callback data names an answer id; a modified client can name any. Only the chat where
+    the answer was shown may rate it."""
+    theirs = await ask_and_rate(botapi, OTHER, "their question", 1)
+    mine = await ask_and_rate(botapi, USER, "my question", 1)
+    await botapi.wait_for(lambda: len(rows(services, Rating)) == 2)
+    their_answer_id = theirs["reply_markup"]["inline_keyboard"][0][1]["callback_data"].split(":")[1]
+    botapi.press_button(USER, mine, f"r:{their_answer_id}:-1")  # forged, pressed in USER's chat
+    await botapi.wait_for(lambda: len(botapi.calls_to("answerCallbackQuery")) == 3)
+    assert "no longer have that answer" in botapi.calls_to("answerCallbackQuery")[-1].params["text"]
+    assert sorted((r.user_id, r.value) for r in rows(services, Rating)) == [(USER, 1), (OTHER, 1)]
+    assert len(botapi.sent_messages(USER)) == 1  # and no correction prompt was offered
+
+
+async def test_in_a_group_only_the_user_who_pressed_thumbs_down_can_correct(
+        bot, botapi: BotAPIEmulator, services: Services) -> None:
+    await ask_and_rate(botapi, USER, "group question", -1, chat_id=GROUP)
+    prompt = await botapi.wait_for_message(GROUP, 2)
+    assert "better answer" in prompt["text"]
+    botapi.send_text(OTHER, "The answer is 42, trust me.", chat_id=GROUP, chat_type="group",
+                     reply_to=prompt)
+    await botapi.wait_for_message(GROUP, 3)  # OTHER's reply is treated as a question to the bot
+    botapi.send_text(USER, "We open at 9.", chat_id=GROUP, chat_type="group", reply_to=prompt)
+    thanks = await botapi.wait_for_message(GROUP, 4)
+    assert thanks["text"].startswith("Thank you! I saved your correction")
+    assert [(c.user_id, c.text) for c in rows(services, Correction)] == [(USER, "We open at 9.")]

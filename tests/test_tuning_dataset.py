@@ -11,7 +11,8 @@ def answered(services: Services, user: int, question: str) -> int:
 
 def setup(services: Services, fake_model) -> dict[str, int]:
     services.knowledge.add_text("Notes", "General notes.", "t:notes", "test")
-    services.chat.limits = replace(services.chat.limits, min_score=-1.0)
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
     fake_model.queue("good answer", "bad answer", "other answer")
     ids = {"good": answered(services, 1, "q1"), "bad": answered(services, 1, "q2"),
            "other": answered(services, 2, "q3")}
@@ -79,3 +80,44 @@ def test_dialogs_synthesised_from_the_knowledge_base() -> None:
     assert len(rows) == 2 and rows[1]["prompt"].count("user:") == 2  # history in the prompt
     assert "<excerpt source=" in rows[0]["prompt"] and rows[0]["dialog"] == rows[1]["dialog"]
     assert len(handwritten()) == 10
+
+
+def test_answers_are_linked_to_their_questions_when_group_answers_finish_out_of_order(
+        services: Services) -> None:
+    """In a group, A asks, B asks, B's answer finishes first: /forget A removes A's answer."""
+    from sqlalchemy import select
+
+    from bot.storage.models import Message
+
+    store = services.store
+    for uid in (1, 2):
+        store.upsert_user(UserInfo(uid))
+    conv = store.active_conversation(-100)
+    qa = store.add_message(conv, "user", "question from A", user_id=1)
+    qb = store.add_message(conv, "user", "question from B", user_id=2)
+    store.add_message(conv, "assistant", "answer to B", prompt="p-b", question_id=qb)
+    store.add_message(conv, "assistant", "answer to A", prompt="p-a", question_id=qa)
+    store.forget_user(1)
+    with services.db.read() as s:
+        left = s.scalars(select(Message.text).order_by(Message.id)).all()
+    assert left == ["question from B", "answer to B"]
+
+
+def test_a_forgotten_users_group_messages_never_reach_training(services: Services,
+                                                               fake_model) -> None:
+    """Their words sit in other people's prompts as history; after /forget no row has them."""
+    canary = "my locker code is CANARY-4471"
+    services.knowledge.add_text("Notes", "These are the general notes of the team.", "t:n", "t")
+    services.chat.limits = replace(services.chat.limits, min_score=-1.0, min_support=-1.0,
+                                   abstain_on_unknown_terms=False, verify_answers=False)
+    fake_model.queue("noted", "an answer for B")
+    services.chat.answer(-100, UserInfo(1), canary)
+    reply = services.chat.answer(-100, UserInfo(2), "what is new?")
+    assert canary in fake_model.calls[-1][1]["content"]  # A's message was B's history
+    services.feedback.rate(reply.message_id, UserInfo(2), 1)
+    before = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    assert any(canary in r["prompt"] for r in before.sft)  # the test can see the leak
+    services.feedback.forget(1)
+    after = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    assert not any(canary in r["prompt"] or canary in r["completion"]
+                   for r in after.sft + after.kto)

@@ -81,9 +81,12 @@ def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: in
             per_user[user_id].append(("kto", {"prompt": prompt, "completion": text,
                                               "label": True}))
             newest.append(at)
-        # An answer to a question from a forgotten user never trains either.
+        # An answer to a question from a forgotten user never trains either (the answer names
+        # its question; `forget_user` deletes both, this covers rows kept for other reasons).
+        question = aliased(Message)
         forgotten_prompts = set(s.scalars(
-            select(Message.prompt).join(asker, asker.id == Message.user_id)
+            select(Message.prompt).join(question, question.id == Message.question_id)
+            .join(asker, asker.id == question.user_id)
             .where(asker.forgotten_at.is_not(None), Message.prompt.is_not(None))))
     rng = random.Random(seed)
     seen: set[str] = set()
