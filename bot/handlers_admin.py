@@ -30,6 +30,17 @@ def _is_admin(update: Update, context: AssistantContext) -> bool:
     return user is not None and user.id in context.services.settings.admin_ids
 
 
+async def upload_refused(update: Update, context: AssistantContext) -> None:
+    """A file from someone who is not an admin."""
+    await update.effective_message.reply_text(
+        "I can only answer text messages; only knowledge-base admins can add documents.")
+
+
+async def refuse(update: Update, context: AssistantContext) -> None:
+    """An admin command from someone who is not an admin."""
+    await _refuse(update)
+
+
 async def _refuse(update: Update) -> None:
     if update.callback_query:
         await update.callback_query.answer(REFUSAL, show_alert=True)
@@ -58,10 +69,6 @@ def _args_text(update: Update) -> str:
 async def upload(update: Update, context: AssistantContext) -> None:
     """An admin sends a file in a private chat: ingest it and report title, size and chunks."""
     message = update.effective_message
-    if not _is_admin(update, context):
-        await message.reply_text("I can only answer text messages; only knowledge-base admins "
-                                 "can add documents.")
-        return
     doc = message.document
     name = doc.file_name or "document"
     if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -91,9 +98,6 @@ async def upload(update: Update, context: AssistantContext) -> None:
 
 async def kb_add(update: Update, context: AssistantContext) -> None:
     """/kb_add <title>, then the text on the next lines (or as a reply to a message)."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
     message = update.effective_message
     title, _, body = _args_text(update).partition("\n")
     replied = message.reply_to_message
@@ -114,9 +118,6 @@ async def kb_add(update: Update, context: AssistantContext) -> None:
 
 async def kb_list(update: Update, context: AssistantContext) -> None:
     """/kb_list [page]: documents, ten at a time."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
     arg = _args_text(update).strip()
     page = int(arg) if arg.isdigit() and int(arg) > 0 else 1
     knowledge = context.services.knowledge
@@ -141,9 +142,6 @@ def _document_id(update: Update) -> int | None:
 
 async def _find_document(update: Update, context: AssistantContext, command: str):  # type: ignore[no-untyped-def]
     """(metadata, text) of the document the admin named, or None after replying why not."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return None
     doc_id = _document_id(update)
     if doc_id is None:
         await update.effective_message.reply_text(f"Usage: /{command} <document id>")
@@ -184,7 +182,7 @@ async def kb_remove(update: Update, context: AssistantContext) -> None:
 async def kb_confirm(update: Update, context: AssistantContext) -> None:
     """The Remove / Cancel buttons; the admin check is repeated here."""
     query = update.callback_query
-    if not _is_admin(update, context):
+    if not _is_admin(update, context):  # buttons have no filters: the one check kept here
         await _refuse(update)
         return
     parts = (query.data or "").split(":")
@@ -200,9 +198,6 @@ async def kb_confirm(update: Update, context: AssistantContext) -> None:
 
 async def kb_search(update: Update, context: AssistantContext) -> None:
     """/kb_search <query>: the best chunks with their scores."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
     query = _args_text(update).strip()
     if not query:
         await update.effective_message.reply_text("Usage: /kb_search <question or words>")
@@ -218,9 +213,6 @@ async def kb_search(update: Update, context: AssistantContext) -> None:
 
 async def stats(update: Update, context: AssistantContext) -> None:
     """/stats: users, messages, 👍 rate overall and per adapter version, knowledge size, chart."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
     numbers = await asyncio.to_thread(context.services.stats.stats)
     lines = [f"Users: {numbers.users}", f"Questions: {numbers.questions}, answers: "
              f"{numbers.answers}",
@@ -235,9 +227,6 @@ async def stats(update: Update, context: AssistantContext) -> None:
 
 async def feedback(update: Update, context: AssistantContext) -> None:
     """/feedback [n]: the latest 👎 answers with question, answer, sources and corrections."""
-    if not _is_admin(update, context):
-        await _refuse(update)
-        return
     arg = _args_text(update).strip()
     limit = min(int(arg), 20) if arg.isdigit() and int(arg) > 0 else 5
     items = await asyncio.to_thread(context.services.stats.complaints, limit)
@@ -257,14 +246,17 @@ async def feedback(update: Update, context: AssistantContext) -> None:
 
 
 def register(application: Application) -> None:
-    application.add_handler(CommandHandler("kb_add", kb_add))
-    application.add_handler(CommandHandler("kb_list", kb_list))
-    application.add_handler(CommandHandler("kb_show", kb_show))
-    application.add_handler(CommandHandler("kb_remove", kb_remove))
-    application.add_handler(CommandHandler("kb_search", kb_search))
-    application.add_handler(CommandHandler("stats", stats))
-    application.add_handler(CommandHandler("feedback", feedback))
+    """Admin commands run only for ADMIN_IDS (PTB's `filters.User`); everyone else gets one
+    refusal, from one handler."""
+    admins = filters.User(user_id=set(application.bot_data["services"].settings.admin_ids))
+    commands = {"kb_add": kb_add, "kb_list": kb_list, "kb_show": kb_show,
+                "kb_remove": kb_remove, "kb_search": kb_search, "stats": stats,
+                "feedback": feedback}
+    for name, callback in commands.items():
+        application.add_handler(CommandHandler(name, callback, filters=admins))
+    application.add_handler(CommandHandler(list(commands), refuse))
     application.add_handler(CallbackQueryHandler(kb_confirm, pattern=r"^kb:"))
-    application.add_handler(MessageHandler(
-        filters.Document.ALL & filters.ChatType.PRIVATE, upload))
+    private_files = filters.Document.ALL & filters.ChatType.PRIVATE
+    application.add_handler(MessageHandler(private_files & admins, upload))
+    application.add_handler(MessageHandler(private_files, upload_refused))
 
