@@ -65,3 +65,17 @@ def test_rate_limiter_allows_a_burst_then_says_when() -> None:
     assert limiter.retry_after("other") == 0.0
     now[0] = 60.5
     assert limiter.retry_after("u") == 0.0
+
+
+async def test_all_workers_generate_at_once_however_small_the_default_pool() -> None:
+    """Eight workers run eight jobs together, even where the event loop's default thread pool
+    (shared with ratings and /reset) has two threads, as on a 2-core host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=2))
+    queue = FairQueue(workers=8, max_waiting=100, max_per_key=8)
+    barrier = threading.Barrier(8, timeout=5)  # breaks unless all eight are inside at once
+    results = await asyncio.gather(*(queue.run(i, barrier.wait) for i in range(8)))
+    assert sorted(results) == list(range(8))
+    assert await asyncio.to_thread(lambda: "the default pool is free") == "the default pool is free"
+    await queue.close()

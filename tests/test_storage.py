@@ -75,3 +75,43 @@ def test_concurrent_read_then_write_transactions_do_not_fail(tmp_path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_the_migrations_build_exactly_the_models_schema(tmp_path) -> None:
+    """Alembic's autogenerate comparison finds nothing to add, drop or change."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bot.storage.models import Base
+
+    store = make_store(tmp_path)
+    with store.db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_upgrade_links_answers_written_before_the_link_existed(tmp_path) -> None:
+    """Migration 0006 fills in each old answer's question: the latest one before it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from bot.storage.db import ALEMBIC_DIR
+    from bot.storage.models import Message
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("sqlalchemy.url", str(db.engine.url))
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+        conn.exec_driver_sql("INSERT INTO conversations (id, chat_id, started_at) "
+                             "VALUES (1, 5, '2026-01-01')")
+        for mid, role in [(1, "user"), (2, "assistant"), (3, "user"), (4, "assistant")]:
+            conn.exec_driver_sql(
+                "INSERT INTO messages (id, conversation_id, role, text, chunk_ids, sources, "
+                f"created_at) VALUES ({mid}, 1, '{role}', 'm{mid}', '[]', '[]', '2026-01-01')")
+    db.upgrade()
+    with db.read() as s:
+        links = s.execute(select(Message.id, Message.question_id).order_by(Message.id)).all()
+    assert [tuple(r) for r in links] == [(1, None), (2, 1), (3, None), (4, 3)]

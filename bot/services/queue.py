@@ -8,10 +8,12 @@ total bound and a per-user bound, so a flood is refused quickly instead of pilin
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from bot.services import UserError
@@ -34,6 +36,10 @@ class FairQueue:
 
     def __init__(self, workers: int = 1, max_waiting: int = 64, max_per_key: int = 2) -> None:
         self.workers = workers
+        # Its own threads: the event loop's default pool (min(32, cores + 4)) is shared with
+        # ratings, /reset and the update dedupe, and is smaller than `workers` on small hosts.
+        self._executor = ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="generation")
         self.max_waiting = max_waiting
         self.max_per_key = max_per_key
         self._queues: OrderedDict[Hashable, deque] = OrderedDict()
@@ -99,7 +105,8 @@ class FairQueue:
             if future.cancelled():
                 continue
             try:
-                result = await asyncio.to_thread(func, *args, **kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, functools.partial(func, *args, **kwargs))
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)
@@ -112,6 +119,7 @@ class FairQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class RateLimiter:
