@@ -121,3 +121,13 @@ def test_a_forgotten_users_group_messages_never_reach_training(services: Service
     after = collect_feedback(services.db, since=None, max_rows_per_user=100)
     assert not any(canary in r["prompt"] or canary in r["completion"]
                    for r in after.sft + after.kto)
+
+
+def test_a_held_out_prompt_stays_held_out_as_the_data_grows() -> None:
+    """What `tune eval` measures on tomorrow was never trained on tonight."""
+    tonight = [{"prompt": f"p{i}", "completion": "c"} for i in range(60)]
+    later = tonight + [{"prompt": f"q{i}", "completion": "c"} for i in range(200)]
+    train_tonight, _, _ = split_rows(tonight, 0.15, 0.15, seed=3)
+    _, val_later, test_later = split_rows(later, 0.15, 0.15, seed=3)
+    trained = {r["prompt"] for r in train_tonight}
+    assert trained and not trained & {r["prompt"] for r in val_later + test_later}

@@ -109,13 +109,26 @@ def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: in
 
 def split_rows(rows: list[Row], val_fraction: float, test_fraction: float,
                seed: int, key: str = "prompt") -> tuple[list[Row], list[Row], list[Row]]:
-    """Train / validation / test, grouped by `key` so one dialog never spans two splits."""
+    """Train / validation / test, grouped by `key` so one dialog never spans two splits.
+
+    A group's split follows from a hash of its key alone, not from what else is in the data:
+    a prompt held out tonight is held out in every later dataset too, so `assistant tune eval`
+    never measures a version on rows it was trained on."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         groups[str(row[key])].append(row)
-    keys = sorted(groups)
-    random.Random(seed).shuffle(keys)
-    n_val = max(1, round(len(keys) * val_fraction)) if len(keys) >= 3 else 0
-    n_test = max(1, round(len(keys) * test_fraction)) if len(keys) >= 3 else 0
+
+    def position(k: str) -> float:  # uniform in [0, 1), stable for a key and seed
+        digest = hashlib.sha256(f"{seed}:{k}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    ranked = sorted(groups, key=position)
+    val = [k for k in ranked if position(k) < val_fraction]
+    test = [k for k in ranked if val_fraction <= position(k) < val_fraction + test_fraction]
+    train = [k for k in ranked if position(k) >= val_fraction + test_fraction]
+    if len(ranked) >= 3:  # a small dataset still gets one group in each held-out split
+        for split in (val, test):
+            if not split and len(train) > 1:
+                split.append(train.pop())
     pick = lambda ks: [r for k in ks for r in groups[k]]  # noqa: E731
-    return (pick(keys[n_val + n_test:]), pick(keys[:n_val]), pick(keys[n_val:n_val + n_test]))
+    return pick(train), pick(val), pick(test)

@@ -67,14 +67,14 @@ def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig)
 def encode(tokenizer, row: dict, max_length: int) -> dict | None:  # type: ignore[no-untyped-def]
     """Token ids of prompt + answer + EOS, with labels only on the answer (-100 elsewhere).
 
-    Too long for `max_length`: the prompt loses its oldest tokens, never the answer, so the
-    model still learns the whole answer. None if the answer alone does not fit."""
+    None when the row is longer than `max_length`: cutting the prompt would cut its start, the
+    system prompt, and train the model on prompts it is never served (the bot's prompt budget,
+    `ChatLimits.max_prompt_tokens`, keeps served prompts well inside the default)."""
     prompt = tokenizer(str(row["prompt"]), add_special_tokens=False)["input_ids"]
     answer = tokenizer(str(row["completion"]), add_special_tokens=False)["input_ids"]
     answer = answer + [tokenizer.eos_token_id]
-    if len(answer) >= max_length:
+    if len(prompt) + len(answer) > max_length:
         return None
-    prompt = prompt[-(max_length - len(answer)):]
     return {"input_ids": prompt + answer, "attention_mask": [1] * (len(prompt) + len(answer)),
             "labels": [-100] * len(prompt) + answer}
 

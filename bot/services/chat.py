@@ -41,7 +41,7 @@ class ChatLimits:
     abstain_on_unknown_terms: bool = True  # "sauna": a specific word the KB never mentions
     verify_answers: bool = True  # replace answers whose facts the evidence lacks
     max_message_chars: int = 4000
-    max_prompt_tokens: int = 1536
+    max_prompt_tokens: int = 640  # plus the answer, within training's max_length (768)
 
 
 @dataclass(frozen=True)
