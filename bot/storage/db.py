@@ -18,7 +18,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+def _migrations_dir() -> Path:
+    """The Alembic scripts: shipped as `bot.migrations` (from the top-level alembic/ folder)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("bot.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "alembic"  # a source tree on sys.path
+
+
+ALEMBIC_DIR = _migrations_dir()
 BUSY_TIMEOUT_MS = 30_000
 
 
