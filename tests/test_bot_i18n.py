@@ -16,7 +16,8 @@ KO_USER = 821
 
 def test_every_text_has_english_and_korean() -> None:
     assert all(set(v) == {"en", "ko"} for v in TEXTS.values())
-    assert t("rated", "ko-KR") == "평가해 주셔서 감사합니다!" and t("rated", "fr") == "Thanks for the feedback!"
+    assert t("rated", "ko-KR") == "평가해 주셔서 감사합니다!"
+    assert t("rated", "fr") == "Thanks for the feedback!"
 
 
 async def test_korean_user_gets_korean_texts(services: Services, start_bot,

@@ -3,8 +3,8 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from bot.services import UserError
 from bot.i18n import t
+from bot.services import UserError
 from bot.services.chat import leaks_instructions
 from bot.storage.models import Message
 from bot.storage.store import UserInfo

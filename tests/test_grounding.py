@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from bot.services.grounding import (answers_kind, check_answer, claims, says_dont_know,
-                                    trim_run_on, unsupported_claims)
+from bot.services.grounding import (
+    answers_kind,
+    check_answer,
+    claims,
+    says_dont_know,
+    trim_run_on,
+    unsupported_claims,
+)
 from knowledge.evidence import EvidencePicker, is_instruction, sentences
 from knowledge.index import Hit
 from tests.fakes import FakeEmbedder

@@ -12,8 +12,7 @@ from typing import Protocol
 from bot.i18n import t
 from bot.model import ChatMessages, ChatModel
 from bot.services import UserError
-from bot.services.grounding import (answers_kind, check_answer, claims, normalise,
-                                    trim_run_on)
+from bot.services.grounding import answers_kind, check_answer, claims, normalise, trim_run_on
 from bot.storage.store import Store, Turn, UserInfo
 from knowledge.evidence import Evidence
 from knowledge.index import Hit
