@@ -101,14 +101,26 @@ def _is_heading(line: str, next_line: str | None) -> bool:
     return next_line is not None and not next_line.lstrip()[:1].islower()
 
 
+# A sentence that opens with one of these leans on the one before ("She takes care of repairs").
+_LEANS_BACK = re.compile(r"^(he|she|it|they|this|these|those|its|their|his|her)\b", re.I)
+
+
 def sentences(chunk_text: str) -> list[tuple[str, str]]:
-    """(section heading, sentence) pairs of a chunk, wrapped lines joined again."""
+    """(section heading, sentence) pairs of a chunk, wrapped lines joined again. A sentence
+    that starts with a pronoun keeps the sentence before it: "The building manager is Rhea
+    Lindqvist. She takes care of repairs." is one piece of evidence, readable on its own."""
     lines = [ln.strip() for ln in chunk_text.replace("\r", "").split("\n")]
     heading, paragraph, out = "", [], []
 
     def flush() -> None:
         text = " ".join(paragraph).strip()
-        out.extend((heading, s.strip()) for s in _SENTENCE_END.split(text) if s.strip())
+        previous = ""
+        for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+            if sentence:
+                unit = f"{previous} {sentence}" if previous and _LEANS_BACK.match(sentence) \
+                    else sentence
+                out.append((heading, unit))
+                previous = sentence
         paragraph.clear()
 
     for i, line in enumerate(lines):

@@ -68,9 +68,30 @@ def test_an_answer_must_hold_what_was_asked_and_keep_the_polarity() -> None:
     assert check_answer("I don't know.", "Can I come?", sunday).reason == "dont_know"
 
 
+def test_an_answer_may_not_bring_words_of_its_own() -> None:
+    """'every week' where the evidence says 'every month': every number checks out, the
+    answer is still wrong."""
+    evidence = ["Wi-Fi: The members' Wi-Fi password changes on the first Monday of every month."]
+    check = check_answer("The password changes on the first Monday of every week.",
+                         "When does the password change?", evidence)
+    assert not check.supported and check.unsupported == ["week"]
+    assert check_answer("The password is changed on the first Monday of each month.",
+                        "When does the password change?", evidence).supported
+
+
+def test_an_answer_that_only_echoes_the_question_says_nothing() -> None:
+    evidence = ["Meeting rooms are booked in the DeskLoop app."]
+    assert check_answer("The meeting room app.", "Which app books a meeting room?",
+                        evidence).reason == "says_nothing"
+    assert check_answer("Rooms are booked in the DeskLoop app.",
+                        "Which app books a meeting room?", evidence).supported
+
+
 def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind("How much is a day pass?", "A day pass costs €14.")
     assert not answers_kind("How much is a day pass?", "There are 2 charging points.")
+    assert not answers_kind("How many people fit in it?", "It costs €18 or 20 euros per hour.")
+    assert answers_kind("How many people fit in it?", "It seats 8 people for €18.")
     assert answers_kind("Who runs the café?", "The café is run by Saltcrust.")
     assert not answers_kind("Who runs the café?", "The café serves lunch.")
     assert not answers_kind("Who is the manager of Brightwater?", "Brightwater is a cooperative.")
@@ -88,9 +109,11 @@ def test_run_on_text_after_the_answer_is_cut() -> None:
 
 
 def test_sentences_keep_their_section_and_join_wrapped_lines() -> None:
-    chunk = "Heron room\nIt seats 8 people and costs €18 per\nhour. It has a screen."
-    assert sentences(chunk) == [("Heron room", "It seats 8 people and costs €18 per hour."),
-                                ("Heron room", "It has a screen.")]
+    chunk = "Heron room\nThe room is on floor 1. It seats 8 people and costs €18 per\nhour."
+    assert sentences(chunk) == [
+        ("Heron room", "The room is on floor 1."),
+        # A sentence that leans on the one before keeps it.
+        ("Heron room", "The room is on floor 1. It seats 8 people and costs €18 per hour.")]
     assert sentences("Just one line without a full stop") == [
         ("", "Just one line without a full stop")]
 

@@ -35,7 +35,8 @@ class ChatLimits:
     history_turns: int = 6
     retrieval_k: int = 6
     evidence_k: int = 3  # sentences put in the prompt
-    min_score: float = 0.25  # cosine similarity below which an excerpt is noise
+    min_score: float = 0.2  # cosine similarity below which a chunk is noise (sentences are
+    # judged again, by `min_support`)
     min_support: float = 0.3  # best evidence score below which the answer is "I don't know"
     abstain_on_unknown_terms: bool = True  # "sauna": a specific word the KB never mentions
     verify_answers: bool = True  # replace answers whose facts the evidence lacks
@@ -191,7 +192,7 @@ class ChatService:
         """The evidence to answer from, best first; empty when the knowledge base does not
         answer the question: no sentence fits well enough, none holds the kind of thing asked
         for (a number, a name, an e-mail), or the question names something it never mentions."""
-        evidence = self.retriever.evidence(question, hits, 2 * self.limits.evidence_k, context)
+        evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         fitting = [e for e in evidence if answers_kind(question, e.text)]
         if not fitting or fitting[0].score < self.limits.min_support:
             return []

@@ -72,7 +72,7 @@ def claims(text: str) -> list[str]:
         token = m.group(0).strip(" \"“”«»")
         if not token or token.lower() in _PLAIN:
             continue
-        if token[0].isupper() and token.isalpha() and _starts_sentence(text, m.start()):
+        if token[0].isupper() and token[1:].islower() and _starts_sentence(text, m.start()):
             continue  # "Members pay…": a capital only because the sentence starts there
         found[token] = None
     return list(found)
@@ -121,8 +121,9 @@ _ASKS_NUMBER = re.compile(
     r"which (year|day|date)|when|price|cost|costs|fee|fees|rate|number|phone|how old)\b", re.I)
 # "How many" wants a count; "when" may be answered by a weekday or a month as well.
 _ASKS_COUNT = re.compile(r"\bhow (many|much|long|big|large|fast|old)\b|\bnumber\b", re.I)
-_COUNT = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r"|free|a few|several|dozen)\b",
-                    re.I)
+# A count: a number that is not a price ("€18" says nothing about how many people fit).
+_COUNT = re.compile(r"(?<![€$£\d.,])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b("
+                    + "|".join(_NUMBER_WORDS) + r"|free|a few|several|dozen)\b", re.I)
 _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
                          r"for)|how expensive|pay)\b", re.I)
@@ -205,4 +206,40 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
         return Check(False, [], "off_topic")
     if not same_polarity(answer, evidence[0]):
         return Check(False, [], "contradicts")
+    novel = new_words(answer, f"{question}\n{evidence[0]}")
+    if novel:
+        return Check(False, novel, "new_words")
+    if not claims(answer) and not new_words(answer, question):  # "The meeting room app."
+        return Check(False, [], "says_nothing")
     return Check(True, [], "ok")
+
+
+# Latin-script words only: the crude stemming below means nothing for Korean or Japanese.
+_WORDS = re.compile(r"[a-zà-öø-ÿ]+")
+# Words any answer may use to phrase what its evidence says.
+_PHRASING = _PLAIN | frozenset("""
+am been being has have had get gets got can't cannot don't doesn't isn't aren't won't there's
+it's that's also just up down out up per each every any more most less least than then very
+too much many one ones there here yes no not now time times way use used using need needs
+euro euros eur percent cent cents
+""".split())
+
+
+def _root(word: str) -> str:
+    """A crude stem, enough to tell 'booked' and 'books' from 'book', not 'week' from 'month'."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def new_words(answer: str, source: str) -> list[str]:
+    """Words of `answer` found neither in `source` (the question and the evidence) nor among
+    the words any answer uses: 'every week' where the evidence says 'every month'."""
+    known = {_root(w) for w in _WORDS.findall(normalise_words(source))}
+    return [w for w in dict.fromkeys(_WORDS.findall(normalise_words(answer)))
+            if w not in _PHRASING and _root(w) not in known]
+
+
+def normalise_words(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower().replace("’", "'")
