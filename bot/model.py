@@ -165,6 +165,12 @@ class HFChatModel:
         self._batch_tokenizer.padding_side = "left"
         if self._batch_tokenizer.pad_token is None:
             self._batch_tokenizer.pad_token = self._batch_tokenizer.eos_token
+        # Built once: transformers' own per-call `stop_strings` rebuilds a table over the whole
+        # vocabulary on every generate (its cache misses), which cost more than the answer.
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        self._stop = StoppingCriteriaList([StopStringCriteria(self._batch_tokenizer,
+                                                              STOP_STRINGS)])
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
         adapter = current_adapter(adapters_dir)
@@ -265,7 +271,7 @@ class HFChatModel:
                     repetition_penalty=self.repetition_penalty,
                     no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
                     pad_token_id=tokenizer.pad_token_id,
-                    stop_strings=STOP_STRINGS, tokenizer=tokenizer,
+                    stopping_criteria=self._stop,
                     streamer=_BatchStreamer(tokenizer, callbacks) if any(callbacks) else None,
                     **sampling,
                 )
