@@ -91,8 +91,6 @@ TEXTS: dict[str, dict[str, str]] = {
               "문서를 추가할 수 있습니다."},
     "leak": {"en": "Sorry, I can't share my instructions. Ask me about the knowledge base instead.",
              "ko": "죄송합니다. 제 지침은 공유할 수 없습니다. 지식 베이스에 관해 질문해 주세요."},
-    "no_answer": {"en": "Sorry, I could not come up with an answer to that.",
-                  "ko": "죄송합니다. 그 질문에는 답을 찾지 못했습니다."},
 }
 
 

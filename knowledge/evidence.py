@@ -219,7 +219,7 @@ class Coverage:
         self.specific_below = specific_below  # Zipf frequency: under 5 is not an everyday word
         self.related_above = related_above    # cosine of two words' embeddings
         self._vectors: dict[str, Any] = {}    # word -> unit vector (numpy), kept across changes
-        self._matrix: tuple[frozenset[str], Any] | None = None
+        self._matrix: tuple[set[str], Any] | None = None
 
     def _embed(self, words: list[str]) -> Any:
         import numpy as np
@@ -233,11 +233,12 @@ class Coverage:
         return np.stack([self._vectors[w] for w in words]) if words else np.zeros((0, 1))
 
     def _vocabulary_matrix(self, vocabulary: set[str]) -> Any:
-        """The knowledge base's words as one matrix; only new words are embedded."""
-        key = frozenset(vocabulary)
-        if self._matrix is None or self._matrix[0] != key:
+        """The knowledge base's words as one matrix; only new words are embedded. The caller
+        hands the same set object until the knowledge base changes (`KnowledgeService`), so
+        identity, not a comparison of every word, tells when to rebuild."""
+        if self._matrix is None or self._matrix[0] is not vocabulary:
             words = sorted(w for w in vocabulary if not w.isdigit())
-            self._matrix = (key, self._embed(words))
+            self._matrix = (vocabulary, self._embed(words))
             self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
         return self._matrix[1]
 

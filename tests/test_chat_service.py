@@ -205,3 +205,12 @@ def test_excerpts_cannot_close_their_fence(services: Services, fake_model: FakeC
     services.chat.answer(1, ALICE, "Where is the gate code kept?")
     prompt = fake_model.calls[-1][-1]["content"]
     assert prompt.count("</excerpt>") == prompt.count("<excerpt ") == 1
+
+
+def test_an_empty_generation_is_answered_from_the_evidence(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Parking", "A parking space costs €55 per month.")
+    fake_model.queue("")
+    reply = services.chat.answer(1, ALICE, "What does a parking space cost?")
+    assert reply.grounding == "extractive"
+    assert reply.text == "A parking space costs €55 per month." and reply.sources == ["Parking"]

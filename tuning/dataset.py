@@ -118,14 +118,13 @@ def split_rows(rows: list[Row], val_fraction: float, test_fraction: float,
     for row in rows:
         groups[str(row[key])].append(row)
 
-    def position(k: str) -> float:  # uniform in [0, 1), stable for a key and seed
-        digest = hashlib.sha256(f"{seed}:{k}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    ranked = sorted(groups, key=position)
-    val = [k for k in ranked if position(k) < val_fraction]
-    test = [k for k in ranked if val_fraction <= position(k) < val_fraction + test_fraction]
-    train = [k for k in ranked if position(k) >= val_fraction + test_fraction]
+    # Each key's place in [0, 1): uniform, and stable for a key and seed.
+    position = {k: int.from_bytes(hashlib.sha256(f"{seed}:{k}".encode()).digest()[:8], "big")
+                / 2**64 for k in groups}
+    ranked = sorted(groups, key=position.__getitem__)
+    val = [k for k in ranked if position[k] < val_fraction]
+    test = [k for k in ranked if val_fraction <= position[k] < val_fraction + test_fraction]
+    train = [k for k in ranked if position[k] >= val_fraction + test_fraction]
     if len(ranked) >= 3:  # a small dataset still gets one group in each held-out split
         for split in (val, test):
             if not split and len(train) > 1:

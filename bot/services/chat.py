@@ -241,21 +241,17 @@ class ChatService:
             return without_model("dont_know", "abstained")
         generation = self.model.generate(self._fit(history, question, evidence), on_text=on_text)
         answer = trim_run_on(generation.text)
-        if leaks_instructions(generation.text, self.system_prompt):
-            logger.warning("Withheld an answer in chat %s that repeated the system prompt", chat_id)
-            answer = ""
         check = check_answer(answer, f"{context} {question}" if context else question,
                              [e.framed for e in evidence])
-        if not answer:
-            grounding, sources = "withheld", []
-        elif check.supported or not self.limits.verify_answers:
+        if leaks_instructions(generation.text, self.system_prompt):
+            logger.warning("Withheld an answer in chat %s that repeated the system prompt", chat_id)
+            answer, grounding, sources = t("leak", lang), "withheld", []
+        elif check.supported or (answer and not self.limits.verify_answers):
             grounding, sources = "verified", cited_sources(answer, evidence)
-        else:
+        else:  # an empty answer too: the evidence says more than nothing
             logger.info("Answer in chat %s replaced by its evidence (%s)", chat_id, check.reason)
             answer, grounding, sources = extractive_answer(evidence[0]), "extractive", \
                 [evidence[0].title]
-        if not answer or leaks_instructions(answer, self.system_prompt):
-            answer, grounding, sources = t("leak", lang), "withheld", []
         latency_ms = elapsed()
         message_id = self.store.add_message(
             conversation_id, "assistant", answer, prompt=generation.prompt,

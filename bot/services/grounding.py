@@ -186,7 +186,8 @@ class Check:
 
     supported: bool
     unsupported: list[str]
-    reason: str  # "ok" | "unsupported" | "empty" | "dont_know" | "off_topic"
+    reason: str  # ok | empty | dont_know | unsupported | off_topic | contradicts | new_words
+    #              | says_nothing
 
 
 def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
@@ -202,14 +203,15 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     missing = unsupported_claims(answer, evidence[:1])
     if missing:
         return Check(False, missing, "unsupported")
-    if not answers_kind(question, answer) or (asks_kind(question) and not claims(answer)):
+    facts = claims(answer)
+    if not answers_kind(question, answer) or (asks_kind(question) and not facts):
         return Check(False, [], "off_topic")
     if not same_polarity(answer, evidence[0]):
         return Check(False, [], "contradicts")
     novel = new_words(answer, f"{question}\n{evidence[0]}")
     if novel:
         return Check(False, novel, "new_words")
-    if not claims(answer) and not new_words(answer, question):  # "The meeting room app."
+    if not facts and not new_words(answer, question):  # "The meeting room app."
         return Check(False, [], "says_nothing")
     return Check(True, [], "ok")
 
