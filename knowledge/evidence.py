@@ -59,7 +59,8 @@ class Evidence:
                 "chunk_id": self.chunk_id, "score": round(self.score, 4)}
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A crude English stem: "rooms" meets "room", "facilities" meets "facility"."""
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -73,7 +74,7 @@ def content_words(text: str) -> set[str]:
     for word in _WORD.findall(text.lower()):
         if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
             continue
-        words.add(_stem(word))
+        words.add(stem(word))
     return words
 
 
@@ -225,6 +226,8 @@ class Coverage:
         import numpy as np
 
         missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
+        if len(self._vectors) + len(missing) > 100_000:  # questions' words add up; the KB's
+            self._vectors, self._matrix = {}, None       # come back with the next matrix
         for start in range(0, len(missing), 512):
             batch = missing[start:start + 512]
             vectors = np.asarray(self._embedder.embed(batch), dtype=np.float32)
@@ -242,6 +245,12 @@ class Coverage:
             self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
         return self._matrix[1]
 
+    def related(self, word: str, words: Sequence[str]) -> float:
+        """The highest cosine between `word` and any of `words`, by their embeddings."""
+        if not words:
+            return 0.0
+        return float((self._embed([word]) @ self._embed(list(words)).T).max())
+
     def uncovered(self, question: str, vocabulary: set[str], language: str = "en") -> list[str]:
         """Specific words of `question` that neither occur in `vocabulary` (the knowledge
         base's `content_words`) nor resemble any word of it."""
@@ -249,7 +258,7 @@ class Coverage:
 
         candidates = [w for w in _WORD.findall(question.lower())
                       if w not in STOPWORDS and len(w) > 2 and not w.isdigit()
-                      and w not in vocabulary and _stem(w) not in vocabulary]
+                      and w not in vocabulary and stem(w) not in vocabulary]
         try:
             novel = [w for w in candidates
                      if zipf_frequency(w, language) < self.specific_below]

@@ -214,3 +214,24 @@ def test_an_empty_generation_is_answered_from_the_evidence(
     reply = services.chat.answer(1, ALICE, "What does a parking space cost?")
     assert reply.grounding == "extractive"
     assert reply.text == "A parking space costs €55 per month." and reply.sources == ["Parking"]
+
+
+def test_a_count_of_something_else_gets_dont_know(services: Services,
+                                                  fake_model: FakeChatModel) -> None:
+    add_doc(services, "Meeting rooms", "The Heron room seats 8 people and measures 22 square "
+                                       "metres. It has a wall-mounted screen.")
+    reply = services.chat.answer(1, ALICE, "How many windows does the Heron room have?")
+    assert reply.grounding == "abstained" and fake_model.calls == []
+    fake_model.queue("The Heron room seats 8 people.")
+    reply = services.chat.answer(1, ALICE, "How many people does the Heron room seat?")
+    assert reply.grounding == "verified" and "8" in reply.text
+
+
+def test_one_reworded_word_is_forgiven_when_the_rest_of_the_question_is_in_the_evidence(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Plans", "Students pay half price on the Flex Desk plan.")
+    fake_model.queue("Students pay half price on the Flex Desk.")
+    reply = services.chat.answer(1, ALICE, "Do students get a reduced price?")
+    assert reply.grounding == "verified" and reply.sources == ["Plans"]
+    reply = services.chat.answer(2, ALICE, "Do students get a reduced rooftop price?")
+    assert reply.grounding == "abstained"  # two words the knowledge base never uses

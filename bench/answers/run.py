@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from questions import ANSWERABLE, FOLLOW_UPS, UNANSWERABLE  # noqa: E402
+from questions import ANSWERABLE, FOLLOW_UPS, HELD_OUT_ANSWERABLE, HELD_OUT_UNANSWERABLE, UNANSWERABLE  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
@@ -235,11 +235,19 @@ def main() -> None:
         ask("unanswerable", question, None)
     for first, follow, facts in FOLLOW_UPS[:limit]:
         ask("follow_up", follow, facts, warmup=first)
+    for question, facts in HELD_OUT_ANSWERABLE[:limit]:
+        ask("held_out", question, facts)
+    for question in HELD_OUT_UNANSWERABLE[:limit]:
+        ask("held_out_unanswerable", question, None)
 
+    held_out = [r for r in rows if r["kind"].startswith("held_out")]
+    rows_all, rows = rows, [r for r in rows if not r["kind"].startswith("held_out")]
     answerable = [r for r in rows if r["kind"] in ("answerable", "follow_up")]
     unanswerable = [r for r in rows if r["kind"] == "unanswerable"]
     answered = [r for r in rows if not r["abstained"]]
     seconds = [r["seconds"] for r in rows]
+    held_answerable = [r for r in held_out if r["kind"] == "held_out"]
+    held_unanswerable = [r for r in held_out if r["kind"] == "held_out_unanswerable"]
     figures = {
         "accuracy": round(sum(r["correct"] for r in answerable) / len(answerable), 3),
         "accuracy_direct": round(statistics.mean(r["correct"] for r in rows
@@ -254,12 +262,22 @@ def main() -> None:
         "reply_p95_s": round(percentile(seconds, 0.95), 3),
         "questions": {"answerable": len(answerable) - len(FOLLOW_UPS[:limit]),
                       "unanswerable": len(unanswerable), "follow_up": len(FOLLOW_UPS[:limit])},
+        # Questions written after the rules were set: how well the figures above generalise.
+        "held_out": {
+            "accuracy": round(statistics.mean(r["correct"] for r in held_answerable), 3),
+            "abstention": round(statistics.mean(r["abstained"] for r in held_unanswerable), 3),
+            "false_abstention": round(statistics.mean(r["abstained"] for r in held_answerable), 3),
+            "unsupported_claim_rate": round(statistics.mean(bool(r["unsupported"])
+                                                            for r in held_out), 3),
+            "questions": {"answerable": len(held_answerable),
+                          "unanswerable": len(held_unanswerable)},
+        },
     }
     label = args.label or ("base" if args.base else "default")
     run = {"label": label, "adapter": model, "figures": figures,
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count()},
-           "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
+           "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows_all}
     print(json.dumps({"label": label, "adapter": model, **figures}, indent=2))
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     results["runs"] = [r for r in results.get("runs", []) if r["label"] != label] + [run]

@@ -13,8 +13,9 @@ from bot.i18n import t
 from bot.model import ChatMessages, ChatModel
 from bot.services import UserError
 from bot.services.grounding import answers_kind, check_answer, claims, normalise, trim_run_on
+from bot.services.question import asked_thing, names_thing
 from bot.storage.store import Store, Turn, UserInfo
-from knowledge.evidence import Evidence
+from knowledge.evidence import Evidence, content_words, stem
 from knowledge.index import Hit
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class Retriever(Protocol):
 
     def uncovered(self, question: str, language: str | None = None) -> list[str]: ...
 
+    def related(self, word: str, words: Sequence[str]) -> float: ...
+
 
 class ChatService:
     """One answer per user message, with everything recorded in SQL."""
@@ -190,16 +193,31 @@ class ChatService:
     def choose_evidence(self, question: str, hits: list[Hit], context: str,
                         language: str | None) -> list[Evidence]:
         """The evidence to answer from, best first; empty when the knowledge base does not
-        answer the question: no sentence fits well enough, none holds the kind of thing asked
-        for (a number, a name, an e-mail), or the question names something it never mentions."""
+        answer the question: no sentence fits well enough, none holds the kind of fact asked
+        for (a number, a name, an e-mail) about the thing asked after ("how many windows"), or
+        the question names something the knowledge base never mentions."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
-        fitting = [e for e in evidence if answers_kind(question, e.text)]
+        thing = asked_thing(question)
+        fitting = [e for e in evidence if answers_kind(question, e.text) and (
+            thing is None or names_thing(thing, e.framed, self.retriever.related))]
         if not fitting or fitting[0].score < self.limits.min_support:
             return []
-        if self.limits.abstain_on_unknown_terms \
-                and self.retriever.uncovered(f"{context} {question}", language):
+        asked = f"{context} {question}" if context else question
+        if self.limits.abstain_on_unknown_terms and not self.rephrases(
+                asked, self.retriever.uncovered(asked, language), fitting[0]):
             return []
         return (fitting + [e for e in evidence if e not in fitting])[: self.limits.evidence_k]
+
+    @staticmethod
+    def rephrases(question: str, unknown: list[str], best: Evidence) -> bool:
+        """Whether the question may be answered despite `unknown`, its words the knowledge base
+        never uses: there are none, or just one while every other word of the question (two at
+        least) is in the best sentence: "Do students get a reduced price?" against "Students
+        pay half price". "Is there a rooftop terrace?" names two unknown things, and is not."""
+        if not unknown:
+            return True
+        others = content_words(question) - {stem(w) for w in unknown}
+        return len(unknown) == 1 and len(others) >= 2 and others <= content_words(best.framed)
 
     def answer(self, chat_id: int, user: UserInfo, text: str,
                on_text: Callable[[str], None] | None = None) -> Reply:

@@ -25,7 +25,7 @@ _CLAIM = re.compile(
     r"|\b[A-Z]\w*[A-Z]\w*\b"                                # inner capitals (DeskLoop)
     r"|\b[A-Z][a-z]{2,}\b",                                 # capitalised words (names)
 )
-_NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
                  "eleven": "11", "twelve": "12", "twenty": "20", "thirty": "30", "forty": "40",
                  "fifty": "50", "sixty": "60", "hundred": "100", "first": "1st",
@@ -52,8 +52,8 @@ def normalise(text: str) -> str:
     as digits: so '€ 1,200', '1200 €' and 'three' compare with '€1200' and '3'."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = text.replace("’", "'").replace("‘", "'").replace("–", "-").replace("—", "-")
-    text = re.sub(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b",
-                  lambda m: _NUMBER_WORDS[m.group(1)], text)
+    text = re.sub(r"\b(" + "|".join(NUMBER_WORDS) + r")\b",
+                  lambda m: NUMBER_WORDS[m.group(1)], text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     text = re.sub(r"(\d+(?:[.,]\d+)?)\s?(?:euros?|eur)\b", r"€\1", text)  # "12 euros" is "€12"
     text = re.sub(r"\beur\s?(?=\d)", "€", text)
@@ -122,8 +122,8 @@ _ASKS_NUMBER = re.compile(
 # "How many" wants a count; "when" may be answered by a weekday or a month as well.
 _ASKS_COUNT = re.compile(r"\bhow (many|much|long|big|large|fast|old)\b|\bnumber\b", re.I)
 # A count: a number that is not a price ("€18" says nothing about how many people fit).
-_COUNT = re.compile(r"(?<![€$£\d.,])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b("
-                    + "|".join(_NUMBER_WORDS) + r"|free|a few|several|dozen)\b", re.I)
+_COUNT = re.compile(r"(?<![€$£\w.,-])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b("
+                    + "|".join(NUMBER_WORDS) + r"|free|a few|several|dozen)\b", re.I)
 _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
                          r"for)|how expensive|pay)\b", re.I)
@@ -136,11 +136,27 @@ _MONTHS = ("january|february|march|april|may|june|july|august|september|october|
            "december")
 _ASKS_EMAIL = re.compile(r"\b(e-?mail|email)\b", re.I)
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
-_QUANTITY = re.compile(r"\d|\b(" + "|".join(_NUMBER_WORDS) + r"|free|closed|daily|weekly|"
+_QUANTITY = re.compile(r"\d|\b(" + "|".join(NUMBER_WORDS) + r"|free|closed|daily|weekly|"
                        r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekdays?|"
                        r"weekends?|noon|midnight|morning|evening|night|january|february|march|"
                        r"april|may|june|july|august|september|october|november|december)\b",
                        re.I)
+
+
+_CALENDAR = re.compile(rf"^({_MONTHS}|monday|tuesday|wednesday|thursday|friday|saturday|"
+                       r"sunday|christmas|easter|new year)s?$", re.I)
+
+
+def is_name(words: str, starts_sentence: bool) -> bool:
+    """Whether capitalised `words` name someone or something: not a weekday or month, and
+    not an everyday word capitalised only because a sentence starts with it ("Outside")."""
+    if _CALENDAR.match(words):
+        return False
+    if starts_sentence and " " not in words:
+        from wordfreq import zipf_frequency
+
+        return words.lower() not in _PLAIN and zipf_frequency(words.lower(), "en") < 4.0
+    return True
 
 
 def answers_kind(question: str, sentence: str) -> bool:
@@ -150,7 +166,7 @@ def answers_kind(question: str, sentence: str) -> bool:
     if _ASKS_NAME.search(question):
         asked = normalise(question)
         names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
-                 if not (_starts_sentence(sentence, i) and n.lower() in _PLAIN)]
+                 if is_name(n, _starts_sentence(sentence, i))]
         return any(normalise(n) not in asked for n in names)
     if _ASKS_YEAR.search(question):
         return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -150,6 +150,10 @@ class KnowledgeService:
         """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""
         return self._coverage.uncovered(question, self.vocabulary(),
                                         (language or "en").split("-")[0])
+
+    def related(self, word: str, words: Sequence[str]) -> float:
+        """How close in meaning `word` is to the closest of `words` (cosine, 1 = same)."""
+        return self._coverage.related(word, words)
 
     def check(self) -> list[IndexProblem]:
         """Documents whose indexed chunk count differs from SQL (fix with `reindex`)."""

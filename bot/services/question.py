@@ -1,0 +1,113 @@
+"""What a question is about: the thing it asks after, which its evidence has to name.
+
+"How many windows does the Heron room have?" retrieves the Heron room's sentences, and one of
+them holds a count ("It seats 8 people"): the right kind of fact about the wrong thing. The
+asked-after thing is read off the question's form ("how many X", "which X does", "is there a
+X", "the name of the X", "who is the X", "Y's X"); a sentence is evidence only if it names that
+thing, in the same word or a close one ("bicycles" and "bikes"), and for "how many X" only if a
+number counts it. Questions of other forms pass unchanged. Plain strings in: how close two
+words are is the caller's (the embedding model's) judgement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.services.grounding import NUMBER_WORDS
+from knowledge.evidence import STOPWORDS, stem
+
+Relatedness = Callable[[str, Sequence[str]], float]  # highest similarity of a word to others
+
+# Words that say what kind of answer is wanted, not what it is about: "which year", "what time".
+_KIND_WORDS = frozenset("""
+year month day date time price cost fee number name address e-mail email mail amount way kind
+sort type thing percentage
+""".split())
+_STOP = STOPWORDS | frozenset("""
+does do is are can could should may might will would did have has for there of in on at to
+with per each every a an the if that who which
+""".split())
+_THING = r"(?P<t>[\w'’ -]+)"
+_FORMS = [
+    re.compile(r"\bhow many\s+" + _THING, re.I),
+    re.compile(r"\bname of (?:the |a |an )?" + _THING, re.I),
+    re.compile(r"^\s*who(?:'s|’s| is| are| was)\s+(?:the |a |an )" + _THING, re.I),
+    re.compile(r"\b(?:is|are) there (?:a |an |any |some )?" + _THING, re.I),
+    re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
+               r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|goes|go)\b",
+               re.I),
+    re.compile(r"\b(?:does|do)\s+[\w'’ -]+?\s+(?:have|offer|use|sell|rent) (?:a |an |any |some )?"
+               + _THING, re.I),
+    re.compile(r"\bhow much (?:is|are|does|do) (?:a |an |the |one )" + _THING, re.I),
+    re.compile(r"\bwhat (?:does|do|would|will) (?:a |an |the |one )" + _THING + r"\bcost", re.I),
+]
+# The people a place holds: "how many guests does the hall hold" is answered by "60 people".
+_PEOPLE = frozenset({"people", "persons", "person", "guests", "visitors", "attendees",
+                     "participants", "seats"})
+_CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capacity|room for)\b",
+                       re.I)
+_NUMBER = re.compile(r"\d|(" + "|".join(NUMBER_WORDS) + r"|dozen|hundred)$", re.I)
+_WORD = re.compile(r"[\w-]+")
+
+
+@dataclass(frozen=True)
+class Thing:
+    """What a question asks after: `words` of its phrase (the last is its head noun), the
+    owner in "the building manager's dog" (`owner`), and whether it is counted."""
+
+    words: tuple[str, ...]
+    owner: str = ""
+    counted: bool = False
+    capacity: bool = False
+
+
+def asked_thing(question: str) -> Thing | None:
+    """The thing `question` asks after, or None when its form does not say."""
+    text = question.replace("’", "'")
+    for form in _FORMS:
+        m = form.search(text)
+        if not m:
+            continue
+        phrase, owner = m.group("t").lower(), ""
+        if "'s " in phrase:  # "the café's head chef": the chef, of the café
+            before, phrase = phrase.split("'s ", 1)
+            owner = next((w for w in reversed(_WORD.findall(before)) if w not in _STOP), "")
+        if re.match(r"\s*to\b", phrase):  # "do I have to pay": no thing
+            continue
+        words: list[str] = []
+        for word in _WORD.findall(phrase):
+            if word in _STOP:
+                if words:
+                    break
+                continue
+            words.append(word)
+        words = [w for w in words if w not in _KIND_WORDS and not w.isdigit() and len(w) > 1]
+        if words:
+            return Thing(tuple(words), owner, counted=form is _FORMS[0],
+                         capacity=bool(_CAPACITY.search(text)))
+    return None
+
+
+def names_thing(thing: Thing, sentence: str, related: Relatedness,
+                close: float = 0.7) -> bool:
+    """Whether `sentence` speaks of `thing`: its head noun (and owner) in the same or a close
+    word, and for a counted thing a number right before it ("140 desks", "3 free hours")."""
+    tokens = [w.lower() for w in _WORD.findall(sentence)]
+    content = [w for w in tokens if w not in STOPWORDS]
+
+    def is_word(word: str, candidates: Sequence[str]) -> bool:
+        if word in candidates or stem(word) in {stem(c) for c in candidates}:
+            return True
+        if thing.capacity and word in _PEOPLE and any(c in _PEOPLE for c in candidates):
+            return True
+        return bool(candidates) and related(word, candidates) >= close
+
+    if thing.owner and not is_word(thing.owner, content):
+        return False
+    if not thing.counted:
+        return is_word(thing.words[-1], content)
+    counted = [w for i, w in enumerate(tokens) if w not in STOPWORDS
+               and any(_NUMBER.match(t) for t in tokens[max(0, i - 3):i])]
+    return any(is_word(w, counted) for w in thing.words)

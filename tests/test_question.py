@@ -1,0 +1,94 @@
+"""What a question asks after, and whether a sentence speaks of it (plain strings, no model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from bot.services.grounding import answers_kind, is_name
+from bot.services.question import Thing, asked_thing, names_thing
+
+# Word closeness as an embedding model would judge it, for the pairs these tests use.
+CLOSE = {("bicycles", "bikes"), ("print", "printing")}
+
+
+def related(word: str, words: Sequence[str]) -> float:
+    return max((0.9 if (word, w) in CLOSE else 0.1 for w in words), default=0.0)
+
+
+@pytest.mark.parametrize(("question", "thing"), [
+    ("How many windows does the Heron room have?", Thing(("windows",), counted=True)),
+    ("How many free meeting room hours do members get?",
+     Thing(("free", "meeting", "room", "hours"), counted=True)),
+    ("What is the name of the café's head chef?", Thing(("head", "chef"), owner="café")),
+    ("Who is the chief financial officer of Brightwater?",
+     Thing(("chief", "financial", "officer"))),
+    ("Is there a sauna in the building?", Thing(("sauna",))),
+    ("Which bank does Brightwater use for direct debits?", Thing(("bank",))),
+    ("Does the Kestrel room have a screen?", Thing(("screen",))),
+    ("How much is a colour print?", Thing(("colour", "print"))),
+    ("What does a Demo Night ticket cost for non-members?", Thing(("demo", "night", "ticket"))),
+])
+def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Thing) -> None:
+    assert asked_thing(question) == thing
+
+
+@pytest.mark.parametrize("question", [
+    "When does the building open?",          # no form that names a thing
+    "What time does Demo Night start?",      # "time" says what kind of answer, not about what
+    "What did the founder do before?",       # "what did X do" is not "what X did"
+    "Do I have to pay for filter coffee?",
+    "What does one cost per month?",
+])
+def test_questions_of_other_forms_name_no_thing(question: str) -> None:
+    assert asked_thing(question) is None
+
+
+def test_a_count_must_count_the_thing_asked_after() -> None:
+    windows = asked_thing("How many windows does the Heron room have?")
+    assert windows is not None
+    assert not names_thing(windows, "The Heron room seats 8 people and measures 22 square "
+                                    "metres.", related)
+    assert names_thing(windows, "The Heron room has 4 tall windows.", related)
+    members = asked_thing("How many members does the cooperative have?")
+    assert members is not None  # a member is named, but six counts months
+    assert not names_thing(members, "Every member older than six months may vote.", related)
+    bikes = asked_thing("How many bicycles fit in the bike room?")
+    assert bikes is not None and names_thing(bikes, "It has space for 30 bikes.", related)
+
+
+def test_a_place_that_holds_guests_is_answered_by_the_people_it_holds() -> None:
+    guests = asked_thing("How many guests does the Atrium hold?")
+    assert guests is not None and guests.capacity
+    assert names_thing(guests, "The Atrium holds up to 60 people.", related)
+    assert not names_thing(guests, "The Atrium costs 240 euros for 4 hours.", related)
+
+
+def test_the_head_noun_and_its_owner_must_both_be_named() -> None:
+    dog = asked_thing("What is the name of the building manager's dog?")
+    assert dog is not None and dog.owner == "manager"
+    assert not names_thing(dog, "The building manager is Rhea Lindqvist.", related)
+    assert not names_thing(dog, "Dogs are welcome on the ground floor.", related)
+    assert names_thing(dog, "The building manager's dog is called Rhea.", related)
+    officer = asked_thing("Who is the chief financial officer?")
+    assert officer is not None
+    assert not names_thing(officer, "The building is at 14 Tannery Row, Veldmoor.", related)
+    assert names_thing(asked_thing("How much is a colour print?") or officer,
+                       "Printing: a colour page costs €0.25.", related)  # by closeness
+
+
+def test_weekdays_and_sentence_initial_words_are_not_names() -> None:
+    assert not is_name("Friday", starts_sentence=False)
+    assert not is_name("Outside", starts_sentence=True)
+    assert is_name("Saltcrust", starts_sentence=True)
+    assert is_name("Rhea Lindqvist", starts_sentence=True)
+    who = "Who starts the dishwashers?"
+    assert not answers_kind(who, "The fridge is emptied every Friday at 16:00.")
+    assert answers_kind(who, "The dishwashers are started by Tomasz Okafor.")
+
+
+def test_a_code_is_not_a_count() -> None:
+    assert not answers_kind("How fast is the members' Wi-Fi?",
+                            "The Wi-Fi network for members is called BW-Members-5G.")
+    assert answers_kind("How fast is the guest Wi-Fi?", "It is limited to 10 Mbit/s.")
