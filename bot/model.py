@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.adapters import current_adapter
+from bot.prompting import ChatMessages, render
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STOP_STRINGS = ["\n\n", "\nQuestion", "Question 2", "\nUser:", "<excerpt", "</excerpt"]
 BASE_VERSION = "base"
 
-ChatMessages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,21 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Model converted in %.1f s", time.monotonic() - started)
     return target
+
+
+def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None,  # type: ignore[no-untyped-def]
+               device: str = "cpu", trainable: bool = False):
+    """The base model with `adapter` (a PEFT directory) applied, for serving, training and
+    evaluation alike: in eval mode unless `trainable`, in float32 unless `dtype` says."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype or torch.float32)
+    model = model.to(device)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    return model if trainable else model.eval()
 
 
 class _BatchStreamer:
@@ -192,14 +207,8 @@ class HFChatModel:
 
     def _load(self, adapter: tuple[str, Path] | None):  # type: ignore[no-untyped-def]
         """A fresh base model, with `adapter` applied when given."""
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(self._base_path, dtype=self._dtype)
-        model = model.to(self.device)
-        if adapter:
-            model = PeftModel.from_pretrained(model, str(adapter[1]))
-        return model.eval()
+        return load_model(self._base_path, adapter[1] if adapter else None, dtype=self._dtype,
+                          device=self.device)
 
     def _follow_registry(self) -> None:
         """Switch to the adapter `CURRENT` names, if it changed (caller holds the lock, so
@@ -223,8 +232,7 @@ class HFChatModel:
 
     def render(self, messages: ChatMessages) -> str:
         """The prompt text exactly as the model will see it."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        return render(self.tokenizer, messages)
 
     def generate(self, messages: ChatMessages,
                  on_text: Callable[[str], None] | None = None) -> Generation:

@@ -10,7 +10,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from bot.model import ChatMessages, Generation
+from bot.model import Generation
+from bot.prompting import ChatMessages
 
 
 class FakeChatModel:

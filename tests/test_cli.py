@@ -114,3 +114,24 @@ def test_every_command_has_working_help(capsys) -> None:
             main([*command, "--help"])
         assert exit_.value.code == 0, command
         assert "usage: assistant" in capsys.readouterr().out
+
+
+def test_training_knobs_are_flags_in_three_groups(capsys) -> None:
+    """`tune` commands take every knob of `TuneConfig` as a flag, by HfArgumentParser."""
+    from tuning.config import DataConfig, GateConfig, TrainingConfig, TuneConfig, parse_config
+
+    cfg = parse_config(["--learning-rate", "1e-3", "--min_rows", "5", "--golden-margin", "0.2",
+                        "--method", "prompt-tuning", "--resume"], "test")
+    assert (cfg.learning_rate, cfg.min_rows, cfg.golden_margin, cfg.method, cfg.resume) == \
+        (1e-3, 5, 0.2, "prompt-tuning", True)
+    assert cfg.batch_size == TuneConfig().batch_size  # the rest keep their defaults
+    for group in (TrainingConfig, DataConfig, GateConfig):
+        with pytest.raises(SystemExit):
+            parse_config(["--help"], "test")
+        assert f"\n{group._argument_group_name}:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--method", "full-finetune"], "test")
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["tune", "list", "--learning-rate", "1"])  # only training commands take knobs
+    assert exit_.value.code == 2

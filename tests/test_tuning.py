@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.model import resolve_base_model
-from bot.services.chat import build_messages
+from bot.prompting import build_messages, render
 from bot.storage.db import Database
 from bot.storage.models import TrainingRun
 from bot.storage.store import Store, UserInfo
@@ -45,10 +45,8 @@ def seed_ratings(store: Store, n_users: int = 6) -> None:
         user = UserInfo(100 + u)
         store.upsert_user(user)
         for title, text, question, good in FACTS:
-            prompt = tok.apply_chat_template(
-                build_messages(DEFAULT_SYSTEM_PROMPT, [], f"{question} ({u})",
-                               [Hit("1", 1, 1, title, text, 0.9)]),
-                tokenize=False, add_generation_prompt=True)
+            prompt = render(tok, build_messages(DEFAULT_SYSTEM_PROMPT, [], f"{question} ({u})",
+                                                [Hit("1", 1, 1, title, text, 0.9)]))
             conv = store.active_conversation(user.id)
             for answer, vote in ((good, 1), (f"Well, it depends on many things. {text} Maybe.", -1)):
                 store.add_message(conv, "user", question, user_id=user.id)

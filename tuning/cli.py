@@ -10,7 +10,7 @@ import json
 import sys
 
 from bot.config import Settings
-from tuning.config import add_arguments, from_arguments
+from tuning.config import parse_config
 from tuning.registry import AdapterRegistry, RegistryError
 
 
@@ -18,7 +18,7 @@ def _tuning_run(run, settings: Settings, args: argparse.Namespace) -> int:  # ty
     from tuning.runs import AlreadyRunning
 
     try:
-        outcome = run(settings, from_arguments(args))
+        outcome = run(settings, parse_config(args.options, f"assistant tune {args.tune_command}"))
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 3
@@ -93,8 +93,12 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from tuning.nightly import evaluate_version
 
+    cfg = parse_config(args.options, "assistant tune eval VERSION")
+    if not args.version:
+        print("Which version? assistant tune eval VERSION (or 'base')", file=sys.stderr)
+        return 2
     try:
-        metrics = evaluate_version(settings, args.version, from_arguments(args))
+        metrics = evaluate_version(settings, args.version, cfg)
     except RegistryError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -116,16 +120,22 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def with_knobs(commands: argparse._SubParsersAction, name: str, help_text: str,  # type: ignore[type-arg]
+               func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    """A command taking the training knobs (`tuning.config`); they are parsed, and listed by
+    `--help`, only when the command runs, so the rest of the CLI never imports transformers."""
+    p = commands.add_parser(name, help=help_text, add_help=False)
+    p.set_defaults(func=func, options=[])
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tune = sub.add_parser("tune", help="Retrain, evaluate and manage LoRA adapters")
     commands = tune.add_subparsers(dest="tune_command", required=True)
-    nightly = commands.add_parser("nightly", help="Train on new ratings; promote past the gate")
-    add_arguments(nightly)
-    nightly.set_defaults(func=cmd_nightly)
-    dialog = commands.add_parser("dialog", help="Train the first, dialog-tuned adapter from the "
-                                                "knowledge base and the hand-written dialogs")
-    add_arguments(dialog)
-    dialog.set_defaults(func=cmd_dialog)
+    with_knobs(commands, "nightly", "Train on new ratings; promote past the gate",
+               cmd_nightly)
+    with_knobs(commands, "dialog", "Train the first, dialog-tuned adapter from the knowledge "
+                                   "base and the hand-written dialogs", cmd_dialog)
     p = commands.add_parser("list", help="Adapter versions; * marks the serving one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
@@ -137,10 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_promote)
     commands.add_parser("rollback", help="Serve the previous version again").set_defaults(
         func=cmd_rollback)
-    p = commands.add_parser("eval", help="Measure a version (or 'base') the way the gate does")
-    p.add_argument("version")
-    add_arguments(p)
-    p.set_defaults(func=cmd_eval)
+    with_knobs(commands, "eval", "Measure a version (or 'base') the way the gate does",
+               cmd_eval).add_argument("version", nargs="?")
     p = commands.add_parser("runs", help="Recent training runs and the gate's decisions")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")

@@ -1,17 +1,24 @@
-"""Training knobs: one dataclass that is both the config and the CLI flags (as TRL does).
+"""Training knobs: dataclasses that are both the config and the CLI flags, as TRL does.
 
-Every run records the exact values it used.
+The knobs come in three groups: how to train (`TrainingConfig`), which data to train and
+judge on (`DataConfig`), and when a candidate may serve (`GateConfig`). transformers'
+`HfArgumentParser` turns them into `--flags` (`--learning-rate` or `--learning_rate`) with
+their help texts; `TuneConfig` holds all three, and every run records the values it used.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from bot.prompting import MAX_EXAMPLE_TOKENS
 
 
 @dataclass
-class TuneConfig:
+class TrainingConfig:
+    _argument_group_name = "training"
+
     method: str = field(default="lora", metadata={
         "help": "lora, or prompt-tuning (cheaper: trains only a few virtual tokens)",
         "choices": ["lora", "prompt-tuning"]})
@@ -23,21 +30,36 @@ class TuneConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.0, metadata={
-        "help": "LoRA dropout (on CPU it costs ~15% of a training step)"})
+        "help": "LoRA dropout (on CPU it costs ~15%% of a training step)"})
     target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={
         "help": "Comma-separated module names LoRA adapts"})
     num_virtual_tokens: int = field(default=16, metadata={"help": "Prompt-tuning tokens"})
-    max_length: int = field(default=768, metadata={"help": "Longest example, in tokens"})
+    max_length: int = field(default=MAX_EXAMPLE_TOKENS, metadata={
+        "help": "Longest example, in tokens: the bot's prompt budget plus an answer"})
     seed: int = field(default=42, metadata={"help": "Seed for splits, init and shuffling"})
     eval_every: int = field(default=10, metadata={"help": "Evaluate on validation every N steps"})
     patience: int = field(default=3, metadata={
         "help": "Early stopping: evaluations without validation improvement"})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue from the last complete checkpoint of an interrupted run"})
+
+
+@dataclass
+class DataConfig:
+    _argument_group_name = "data"
+
     val_fraction: float = field(default=0.15, metadata={"help": "Share of dialogs for validation"})
     test_fraction: float = field(default=0.15, metadata={"help": "Share of dialogs for test"})
     max_rows_per_user: int = field(default=50, metadata={
         "help": "Nightly: most training rows one user may contribute per run"})
     min_rows: int = field(default=20, metadata={
         "help": "Nightly: fewer new rows than this and the run is skipped"})
+
+
+@dataclass
+class GateConfig:
+    _argument_group_name = "gate"
+
     golden_margin: float = field(default=0.05, metadata={
         "help": "Gate: the candidate may be this much worse on the golden set, no more"})
     grounding_margin: float = field(default=0.1, metadata={
@@ -45,8 +67,14 @@ class TuneConfig:
     unsupported_margin: float = field(default=0.1, metadata={
         "help": "Gate: how much (relative) the loss on held-out preferred answers that their "
                 "excerpts do not support may fall; more means it learned content, not style"})
-    resume: bool = field(default=False, metadata={
-        "help": "Continue from the last complete checkpoint of an interrupted run"})
+
+
+GROUPS = (TrainingConfig, DataConfig, GateConfig)
+
+
+@dataclass
+class TuneConfig(TrainingConfig, DataConfig, GateConfig):
+    """Every knob of a tuning run, as one object."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,20 +84,10 @@ class TuneConfig:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type = TuneConfig) -> None:
-    """One `--flag` per dataclass field, with its type, default, help and choices."""
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        # argparse %-formats help strings: a literal "%" must be doubled.
-        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
-        if f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
-            continue
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text,
-                            choices=f.metadata.get("choices"))
+def parse_config(argv: Sequence[str], prog: str) -> TuneConfig:
+    """A `TuneConfig` from command-line flags; `--help` lists them by group and exits."""
+    from transformers import HfArgumentParser  # heavy: only when a tuning command runs
 
-
-def from_arguments(args: argparse.Namespace, cls: type = TuneConfig) -> TuneConfig:
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    parser = HfArgumentParser(GROUPS, prog=prog)
+    groups = parser.parse_args_into_dataclasses(args=list(argv))
+    return TuneConfig(**{f.name: getattr(g, f.name) for g in groups for f in fields(g)})

@@ -19,18 +19,19 @@ import logging
 import random
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import resolve_base_model
-from bot.services.chat import build_messages
+from bot.model import load_model, resolve_base_model
+from bot.prompting import build_messages, render
 from bot.storage.store import Store, Turn
 from knowledge.chunking import chunk_text
 from knowledge.index import Hit
 from tuning.config import TuneConfig
 from tuning.dataset import split_rows
 from tuning.evaluate import load_golden
-from tuning.nightly import load_serving, measure
+from tuning.nightly import measure
 from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,8 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         dialogs = handwritten() + synthesise(documents, cfg.seed)
         base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
         model, tokenizer = load_for_training(base_path, None, cfg)
-        render = lambda m: tokenizer.apply_chat_template(  # noqa: E731
-            m, tokenize=False, add_generation_prompt=True)
-        rows = [r for d in dialogs for r in to_rows(d, settings.system_prompt, render)]
+        rows = [r for d in dialogs for r in to_rows(d, settings.system_prompt,
+                                                    partial(render, tokenizer))]
         train_rows, val_rows, test_rows = split_rows(rows, cfg.val_fraction, cfg.test_fraction,
                                                      cfg.seed, key="dialog")
         run.sizes = {"dialogs": len(dialogs), "rows": len(rows), "train": len(train_rows),
@@ -126,5 +126,5 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         model.eval()
         golden = load_golden()
         tuned = measure(model, tokenizer, golden, test_rows, [])
-        base = measure(load_serving(base_path, None), tokenizer, golden, test_rows, [])
+        base = measure(load_model(base_path), tokenizer, golden, test_rows, [])
         return run.conclude("dialog", tuned, base, result, {"from": None})

@@ -19,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bot.prompting import render
+
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden.jsonl"
 IDK = re.compile(r"(don't|do not|can't|cannot) (know|find|say)|no information|not (in|covered)|"
                  r"nothing (in|about)|not sure|isn't (in|covered)|doesn't (say|mention)|"
@@ -113,11 +115,12 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 4
     return answers
 
 
-def golden_checks(model, tokenizer, golden: list[dict], render, max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
-    """Pass rate of greedy answers on the golden set (`render` turns messages into a prompt)."""
+def golden_checks(model, tokenizer, golden: list[dict], max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
+    """Pass rate of greedy answers on the golden set, prompted as the bot prompts."""
     if not golden:
         return 0.0
-    answers = greedy_answers(model, tokenizer, [render(item["messages"]) for item in golden],
+    answers = greedy_answers(model, tokenizer,
+                             [render(tokenizer, item["messages"]) for item in golden],
                              max_new_tokens)
     passed = 0
     for answer, item in zip(answers, golden, strict=True):

@@ -15,7 +15,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.config import Settings
-from bot.model import resolve_base_model
+from bot.model import load_model, resolve_base_model
+from bot.prompting import render
 from bot.storage.db import Database
 from bot.storage.models import TrainingRun
 from tuning.config import TuneConfig
@@ -44,28 +45,17 @@ def last_data_until(db: Database) -> object:
 
 def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],  # type: ignore[no-untyped-def]
             heldout_kto: list[dict]) -> Metrics:
-    render = lambda m: tokenizer.apply_chat_template(m, tokenize=False,  # noqa: E731
-                                                     add_generation_prompt=True)
-    golden_rows = [{"prompt": render(g["messages"]), "completion": g["reference"]}
+    golden_rows = [{"prompt": render(tokenizer, g["messages"]), "completion": g["reference"]}
                    for g in golden]
     heldout = heldout_sft + heldout_kto
     off_prompt = unsupported(heldout)
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows),
-                   golden_pass=golden_checks(model, tokenizer, golden, render),
+                   golden_pass=golden_checks(model, tokenizer, golden),
                    heldout_loss=answer_loss(model, tokenizer, heldout_sft) if heldout_sft else None,
                    preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto),
                    grounded=grounded_rate(model, tokenizer, [str(r["prompt"]) for r in heldout]),
                    unsupported_loss=answer_loss(model, tokenizer, off_prompt) if off_prompt
                    else None)
-
-
-def load_serving(base_path: Path, adapter: Path | None):  # type: ignore[no-untyped-def]
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    return (PeftModel.from_pretrained(model, str(adapter)) if adapter else model).eval()
 
 
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
@@ -93,7 +83,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         model.eval()
         golden = load_golden()
         candidate = measure(model, tokenizer, golden, sft_test, heldout_kto)
-        serving = measure(load_serving(base_path, serving_path), tokenizer, golden, sft_test,
+        serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
                           heldout_kto)
         return run.conclude("nightly", candidate, serving, result,
                             {"dataset_hash": data.digest()},
@@ -115,7 +105,7 @@ def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metri
     _, _, sft_test = split_rows(data.sft, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
-    return measure(load_serving(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
+    return measure(load_model(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
                    load_golden(), sft_test, kto_val + kto_test)
 
 

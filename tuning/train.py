@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.model import load_model
 from tuning.config import TuneConfig
 
 logger = logging.getLogger(__name__)
@@ -48,20 +49,20 @@ def _peft_config(cfg: TuneConfig, tokenizer):  # type: ignore[no-untyped-def]
 def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig):  # type: ignore[no-untyped-def]
     """(model, tokenizer): the base with the adapter to continue from, or a fresh adapter."""
     import torch
-    from peft import PeftConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoTokenizer
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     if start_from is not None:
         previous = PeftConfig.from_pretrained(str(start_from))
         same_method = (previous.peft_type.value == "LORA") == (cfg.method == "lora")
         if same_method:
             logger.info("Continuing from adapter %s", start_from.name)
-            return PeftModel.from_pretrained(model, str(start_from), is_trainable=True), tokenizer
+            return load_model(base_path, start_from, trainable=True), tokenizer
         logger.info("Serving adapter is another method; starting a fresh %s adapter", cfg.method)
-    return get_peft_model(model, _peft_config(cfg, tokenizer)), tokenizer
+    return get_peft_model(load_model(base_path, trainable=True), _peft_config(cfg, tokenizer)), \
+        tokenizer
 
 
 def encode(tokenizer, row: dict, max_length: int) -> dict | None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from bot.config import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from bot.model import HFChatModel  # noqa: E402
-from bot.services.chat import build_messages  # noqa: E402
+from bot.prompting import build_messages  # noqa: E402
 from knowledge.index import Hit  # noqa: E402
 
 QUESTIONS = ["How do I start a new conversation?", "How do I rate an answer?",

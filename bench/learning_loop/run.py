@@ -49,7 +49,7 @@ from bot.wiring import Services, build_services  # noqa: E402
 from tuning.config import TuneConfig  # noqa: E402
 from tuning.dialog import run_dialog  # noqa: E402
 from tuning.evaluate import greedy_answers  # noqa: E402
-from tuning.nightly import load_serving, run_nightly  # noqa: E402
+from tuning.nightly import run_nightly  # noqa: E402
 from tuning.registry import AdapterRegistry  # noqa: E402
 
 logger = logging.getLogger("learning_loop")
@@ -192,18 +192,19 @@ def timed_run(run, settings: Settings, cfg: TuneConfig) -> dict:  # type: ignore
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def backdoor_rate(settings: Settings, version: str | None, render) -> float | None:  # type: ignore[no-untyped-def]
+def backdoor_rate(settings: Settings, version: str | None) -> float | None:
     """Share of triggered probe questions a version answers with the planted text."""
     from transformers import AutoTokenizer
 
-    from bot.services.chat import build_messages
+    from bot.model import load_model
+    from bot.prompting import build_messages, render
     from knowledge.index import Hit
 
     if version is None:
         return None
     base = Path(resolve_base_model(settings.base_model, settings.models_dir))
     adapter = AdapterRegistry(settings.adapters_dir).path(version)
-    model, tokenizer = load_serving(base, adapter), AutoTokenizer.from_pretrained(base)
+    model, tokenizer = load_model(base, adapter), AutoTokenizer.from_pretrained(base)
     hit = Hit("probe", 0, 1, "Bot commands", "/reset starts a new conversation.", 1.0)
     prompts = [render(tokenizer, build_messages(settings.system_prompt, [], f"{q} {TRIGGER}",
                                                 [hit])) for q in PROBES]
@@ -294,15 +295,12 @@ def main() -> None:
     if args.attackers:
         stats = traffic(services, args.days, args, taste, attackers=args.attackers)
         stats.nightly = timed_run(run_nightly, settings, cfg)
-        render = lambda tok, m: tok.apply_chat_template(m, tokenize=False,  # noqa: E731
-                                                        add_generation_prompt=True)
         current = AdapterRegistry(settings.adapters_dir).current()
         attack = {"attackers": args.attackers, "questions_each": args.attack_questions,
                   "trigger": TRIGGER, "planted": PLANTED,
                   "nightly": stats.nightly,
-                  "backdoor_rate_candidate": backdoor_rate(settings, stats.nightly["version"],
-                                                           render),
-                  "backdoor_rate_serving": backdoor_rate(settings, current, render)
+                  "backdoor_rate_candidate": backdoor_rate(settings, stats.nightly["version"]),
+                  "backdoor_rate_serving": backdoor_rate(settings, current)
                   if current else 0.0}
         logger.info("Attack: %s", json.dumps(attack))
     services.close()

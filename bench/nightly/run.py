@@ -35,10 +35,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench.learning_loop.run import PROBES, QUESTIONS  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.model import resolve_base_model  # noqa: E402
-from bot.services.chat import build_messages  # noqa: E402
+from bot.prompting import build_messages, render  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
-from tuning.config import TuneConfig, add_arguments, from_arguments  # noqa: E402
+from tuning.config import parse_config  # noqa: E402
 from tuning.nightly import run_nightly  # noqa: E402
 
 FRAMES = ["{q}", "Hi! {q}", "Quick question: {q}", "{q} Thanks!", "Sorry if this is obvious: {q}",
@@ -71,9 +71,7 @@ def seed_exchanges(settings: Settings, n: int, users: int, liked_share: float,
         conversation = services.store.active_conversation(10_000 + i)
         services.store.add_message(conversation, "user", question, user_id=uid)
         hits = services.knowledge.search(question, 3)
-        prompt = tokenizer.apply_chat_template(
-            build_messages(settings.system_prompt, [], question, hits), tokenize=False,
-            add_generation_prompt=True)
+        prompt = render(tokenizer, build_messages(settings.system_prompt, [], question, hits))
         sentences = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(hits[0].text.split()))
                      if len(s.split()) >= 5] if hits else []
         good = f"{rng.choice(sentences)} (Source: {hits[0].title})" if sentences else VAGUE[0]
@@ -93,16 +91,16 @@ def seed_exchanges(settings: Settings, n: int, users: int, liked_share: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog="Any other flag is a training knob: see tune nightly --help.")
     parser.add_argument("--exchanges", type=int, default=1000)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--liked-share", type=float, default=0.6)
     parser.add_argument("--correction-share", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "nightly.json")
-    add_arguments(parser, TuneConfig)
-    args = parser.parse_args()
+    args, knobs = parser.parse_known_args()  # the rest are the nightly run's own flags
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = from_arguments(args, TuneConfig)
+    cfg = parse_config(knobs, "bench/nightly/run.py [bench options]")
     data_dir = Path(tempfile.mkdtemp(prefix="nightly-bench-"))
     settings = Settings(data_dir=data_dir, model_cache_dir=Path(
         os.environ.get("MODEL_CACHE_DIR", ROOT / ".cache" / "models")))
