@@ -165,8 +165,7 @@ async def answer(update: Update, context: AssistantContext) -> None:
         await stream.fail(t("apology", lang))
         return
     sent = await stream.finish(reply.render(lang), rating_keyboard(reply.message_id))
-    await asyncio.to_thread(context.services.store.set_telegram_message_id, reply.message_id,
-                            sent.message_id)
+    await asyncio.to_thread(context.services.chat.shown_as, reply.message_id, sent.message_id)
 
 
 async def rate(update: Update, context: AssistantContext) -> None:

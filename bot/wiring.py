@@ -17,6 +17,7 @@ from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
 from bot.services.stats import StatsService
 from bot.storage.db import Database
+from bot.storage.reporting import ReportStore
 from bot.storage.store import Store
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
 from knowledge.index import KnowledgeIndex, open_chroma
@@ -68,7 +69,7 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()
     services = Services(settings, db, store, knowledge, FeedbackService(store),
-                        StatsService(store))
+                        StatsService(ReportStore(db)))
     if with_chat:
         limits = ChatLimits(history_turns=settings.history_turns,
                             retrieval_k=settings.retrieval_k,

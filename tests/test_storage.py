@@ -115,3 +115,18 @@ def test_upgrade_links_answers_written_before_the_link_existed(tmp_path) -> None
     with db.read() as s:
         links = s.execute(select(Message.id, Message.question_id).order_by(Message.id)).all()
     assert [tuple(r) for r in links] == [(1, None), (2, 1), (3, None), (4, 3)]
+
+
+def test_sql_is_written_only_in_the_storage_package() -> None:
+    """Services, handlers, knowledge and tuning reach SQL through the repositories in
+    `bot/storage` (`Store`, `TrainingStore`, `ReportStore`): none builds a query itself."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    query = re.compile(r"^\s*(from sqlalchemy(\.orm)? import|import sqlalchemy\b|"
+                       r"from bot\.storage\.models import (?!utcnow\s*$))", re.M)
+    offenders = [str(p.relative_to(root)) for package in ("bot", "knowledge", "tuning")
+                 for p in (root / package).rglob("*.py")
+                 if "storage" not in p.relative_to(root).parts and query.search(p.read_text())]
+    assert offenders == []

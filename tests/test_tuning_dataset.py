@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 from bot.storage.store import UserInfo
+from bot.storage.training import TrainingStore
 from bot.wiring import Services
 from tuning.dataset import collect_feedback, split_rows
 
@@ -25,7 +26,7 @@ def setup(services: Services, fake_model) -> dict[str, int]:
 
 def test_ratings_and_corrections_become_sft_and_kto_rows(services: Services, fake_model) -> None:
     setup(services, fake_model)
-    data = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    data = collect_feedback(TrainingStore(services.db), since=None, max_rows_per_user=100)
     assert sorted(r["completion"] for r in data.sft) == [
         "good answer", "other answer", "the corrected answer"]
     assert sorted((r["completion"], r["label"]) for r in data.kto) == [
@@ -39,18 +40,19 @@ def test_ratings_and_corrections_become_sft_and_kto_rows(services: Services, fak
 def test_forgotten_users_never_become_training_data(services: Services, fake_model) -> None:
     setup(services, fake_model)
     services.feedback.forget(1)
-    data = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    data = collect_feedback(TrainingStore(services.db), since=None, max_rows_per_user=100)
     assert [r["completion"] for r in data.sft] == ["other answer"]
     assert [r["completion"] for r in data.kto] == ["other answer"]
 
 
 def test_per_user_cap_since_filter_and_dedupe(services: Services, fake_model) -> None:
     setup(services, fake_model)
-    capped = collect_feedback(services.db, since=None, max_rows_per_user=2)
+    store = TrainingStore(services.db)
+    capped = collect_feedback(store, since=None, max_rows_per_user=2)
     assert capped.size == 2 + 2  # user 1 capped at 2 rows, user 2 has 2 (sft + kto)
-    assert collect_feedback(services.db, since=None, max_rows_per_user=100).size == 5 + 2
-    everything = collect_feedback(services.db, since=None, max_rows_per_user=100)
-    assert collect_feedback(services.db, since=everything.until, max_rows_per_user=100).size == 0
+    everything = collect_feedback(store, since=None, max_rows_per_user=100)
+    assert everything.size == 5 + 2
+    assert collect_feedback(store, since=everything.until, max_rows_per_user=100).size == 0
 
 
 def test_split_keeps_a_prompt_in_one_split() -> None:
@@ -115,10 +117,10 @@ def test_a_forgotten_users_group_messages_never_reach_training(services: Service
     reply = services.chat.answer(-100, UserInfo(2), "what is new?")
     assert canary in fake_model.calls[-1][1]["content"]  # A's message was B's history
     services.feedback.rate(reply.message_id, UserInfo(2), 1)
-    before = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    before = collect_feedback(TrainingStore(services.db), since=None, max_rows_per_user=100)
     assert any(canary in r["prompt"] for r in before.sft)  # the test can see the leak
     services.feedback.forget(1)
-    after = collect_feedback(services.db, since=None, max_rows_per_user=100)
+    after = collect_feedback(TrainingStore(services.db), since=None, max_rows_per_user=100)
     assert not any(canary in r["prompt"] or canary in r["completion"]
                    for r in after.sft + after.kto)
 

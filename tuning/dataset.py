@@ -19,11 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import aliased
-
-from bot.storage.db import Database
-from bot.storage.models import Correction, Message, Rating, User
+from bot.storage.training import TrainingStore
 
 Row = dict[str, object]
 
@@ -48,46 +44,25 @@ def _key(row: Row) -> str:
     return json.dumps([row.get("prompt"), row.get("completion"), row.get("label")])
 
 
-def collect_feedback(db: Database, since: datetime | None, max_rows_per_user: int,
+def collect_feedback(store: TrainingStore, since: datetime | None, max_rows_per_user: int,
                      seed: int = 0) -> FeedbackData:
     """Ratings and corrections newer than `since`, turned into SFT and KTO rows."""
-    rater, asker = aliased(User), aliased(User)
     data = FeedbackData()
     per_user: dict[int, list[tuple[str, Row]]] = defaultdict(list)
-    newest: list[datetime] = []
-    with db.read() as s:
-        votes = (select(Message.prompt, Message.text, Rating.value, Rating.user_id,
-                        Rating.updated_at)
-                 .join(Rating, Rating.message_id == Message.id)
-                 .join(rater, rater.id == Rating.user_id)
-                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
-        if since is not None:
-            votes = votes.where(Rating.updated_at > since)
-        for prompt, answer, value, user_id, at in s.execute(votes):
-            label = value > 0
-            per_user[user_id].append(("kto", {"prompt": prompt, "completion": answer,
-                                              "label": label}))
-            if label:
-                per_user[user_id].append(("sft", {"prompt": prompt, "completion": answer}))
-            newest.append(at)
-        fixes = (select(Message.prompt, Correction.text, Correction.user_id, Correction.created_at)
-                 .join(Correction, Correction.message_id == Message.id)
-                 .join(rater, rater.id == Correction.user_id)
-                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
-        if since is not None:
-            fixes = fixes.where(Correction.created_at > since)
-        for prompt, text, user_id, at in s.execute(fixes):
-            per_user[user_id].append(("sft", {"prompt": prompt, "completion": text}))
-            per_user[user_id].append(("kto", {"prompt": prompt, "completion": text,
-                                              "label": True}))
-            newest.append(at)
-        # An answer to a question from a forgotten user never trains either (the answer names
-        # its question; `forget_user` deletes both, this covers rows kept for other reasons).
-        question = aliased(Message)
-        forgotten_prompts = set(s.scalars(
-            select(Message.prompt).join(question, question.id == Message.question_id)
-            .join(asker, asker.id == question.user_id)
-            .where(asker.forgotten_at.is_not(None), Message.prompt.is_not(None))))
+    feedback = store.feedback(since)
+    for f in feedback:
+        if f.value == 0:  # a correction: the answer the user wanted
+            per_user[f.user_id].append(("sft", {"prompt": f.prompt, "completion": f.completion}))
+            per_user[f.user_id].append(("kto", {"prompt": f.prompt, "completion": f.completion,
+                                                "label": True}))
+            continue
+        label = f.value > 0
+        per_user[f.user_id].append(("kto", {"prompt": f.prompt, "completion": f.completion,
+                                            "label": label}))
+        if label:
+            per_user[f.user_id].append(("sft", {"prompt": f.prompt, "completion": f.completion}))
+    newest = [f.at for f in feedback]
+    forgotten_prompts = store.forgotten_prompts()
     rng = random.Random(seed)
     seen: set[str] = set()
     for user_id in sorted(per_user):

@@ -108,7 +108,7 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     from tuning.train import load_for_training, train
 
     with tuning_run(settings, cfg, "dialog") as run:
-        store = Store(run.db)
+        store = Store(run.store.db)
         documents = [(d.title, store.document_text(d.id) or "") for d in store.list_documents()]
         dialogs = handwritten() + synthesise(documents, cfg.seed)
         base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))

@@ -12,13 +12,11 @@ import json
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
-
 from bot.config import Settings
 from bot.model import load_model, resolve_base_model
 from bot.prompting import render
 from bot.storage.db import Database
-from bot.storage.models import TrainingRun
+from bot.storage.training import TrainingStore
 from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
 from tuning.evaluate import (
@@ -33,14 +31,6 @@ from tuning.evaluate import (
 from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
-
-
-def last_data_until(db: Database) -> object:
-    with db.read() as s:
-        return s.scalar(select(TrainingRun.data_until)
-                        .where(TrainingRun.kind == "nightly",
-                               TrainingRun.status.in_(["promoted", "rejected"]))
-                        .order_by(TrainingRun.id.desc()).limit(1))
 
 
 def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],  # type: ignore[no-untyped-def]
@@ -63,7 +53,8 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     from tuning.train import load_for_training, train
 
     with tuning_run(settings, cfg, "nightly") as run:
-        data = collect_feedback(run.db, last_data_until(run.db), cfg.max_rows_per_user, cfg.seed)
+        data = collect_feedback(run.store, run.store.last_data_until("nightly"),
+                                cfg.max_rows_per_user, cfg.seed)
         run.sizes = {"sft": len(data.sft), "kto": len(data.kto)}
         if data.size < cfg.min_rows:
             return run.skip(f"Skipping: only {data.size} new training rows since the last run "
@@ -100,7 +91,7 @@ def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metri
     adapter = None if version == "base" else AdapterRegistry(settings.adapters_dir).path(version)
     db = Database(settings.sqlalchemy_url)
     db.upgrade()
-    data = collect_feedback(db, None, cfg.max_rows_per_user, cfg.seed)
+    data = collect_feedback(TrainingStore(db), None, cfg.max_rows_per_user, cfg.seed)
     db.dispose()
     _, _, sft_test = split_rows(data.sft, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -112,8 +103,6 @@ def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metri
 def runs(settings: Settings, limit: int = 20) -> list[dict]:
     db = Database(settings.sqlalchemy_url)
     db.upgrade()
-    with db.read() as s:
-        rows = s.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)).all()
-        out = [{c.name: getattr(r, c.name) for c in TrainingRun.__table__.columns} for r in rows]
+    out = TrainingStore(db).recent_runs(limit)
     db.dispose()
     return json.loads(json.dumps(out, default=str))

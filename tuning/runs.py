@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from bot.config import Settings
 from bot.storage.db import Database
-from bot.storage.models import TrainingRun, utcnow
+from bot.storage.models import utcnow
+from bot.storage.training import TrainingStore
 from tuning.config import TuneConfig
 from tuning.evaluate import Metrics
 from tuning.gate import decide
@@ -45,7 +44,7 @@ class Run:
 
     settings: Settings
     cfg: TuneConfig
-    db: Database
+    store: TrainingStore
     registry: AdapterRegistry
     id: int
     serving: str | None
@@ -53,10 +52,7 @@ class Run:
     sizes: dict = field(default_factory=dict)
 
     def record(self, **fields) -> None:  # type: ignore[no-untyped-def]
-        with self.db.write() as s:
-            run = s.get(TrainingRun, self.id)
-            for key, value in fields.items():
-                setattr(run, key, value)
+        self.store.update_run(self.id, **fields)
 
     def skip(self, reason: str) -> RunOutcome:
         logger.info(reason)
@@ -106,14 +102,6 @@ def tuning_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-def _mark_interrupted(db: Database) -> None:
-    """Runs still 'running' when the lock was free were killed; say so in their record."""
-    with db.write() as s:
-        for run in s.scalars(select(TrainingRun).where(TrainingRun.status == "running")):
-            run.status = "failed"
-            run.decision = {"promote": False, "reasons": ["interrupted (process killed)"]}
-
-
 @contextmanager
 def tuning_run(settings: Settings, cfg: TuneConfig, kind: str) -> Iterator[Run]:
     """Lock, open a recorded run, and on any failure discard its half-written candidate and
@@ -123,15 +111,11 @@ def tuning_run(settings: Settings, cfg: TuneConfig, kind: str) -> Iterator[Run]:
         db.upgrade()
         registry = AdapterRegistry(settings.adapters_dir)
         registry.discard_stale_staging()  # left by a run that was killed; we hold the lock
-        _mark_interrupted(db)
+        store = TrainingStore(db)
+        store.mark_interrupted()  # we hold the lock: runs still "running" were killed
         serving = registry.current()
-        with db.write() as s:
-            row = TrainingRun(kind=kind, method=cfg.method, status="running",
-                              serving_version=serving, hyperparameters=cfg.to_dict())
-            s.add(row)
-            s.flush()
-            run_id = row.id
-        run = Run(settings, cfg, db, registry, run_id, serving)
+        run_id = store.open_run(kind, cfg.method, serving, cfg.to_dict())
+        run = Run(settings, cfg, store, registry, run_id, serving)
         try:
             yield run
         except BaseException as exc:

@@ -256,6 +256,11 @@ class ChatService:
                      adapter_version=generation.adapter_version, latency_ms=latency_ms,
                      grounding=grounding, evidence=evidence, generated=generation.text)
 
+    def shown_as(self, message_id: int, chat_message_id: int) -> None:
+        """Remember which chat message shows the answer `message_id`: a reply to that message
+        is a correction of this answer."""
+        self.store.set_telegram_message_id(message_id, chat_message_id)
+
     def reset(self, chat_id: int) -> bool:
         """Start a new conversation in this chat."""
         return self.store.end_conversation(chat_id)
