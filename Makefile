@@ -34,6 +34,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench-answers: $(STAMP)
 	$(BIN)/python bench/answers/run.py $(ARGS)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -68,6 +69,39 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.storage.backup import BackupError, backup
+
+    try:
+        report = backup(settings.sqlalchemy_url, settings.adapters_dir, args.path)
+    except BackupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"Backed up the database ({report.database_bytes:,} bytes) and "
+          f"{len(report.adapters)} adapter version(s) (serving: "
+          f"{report.current_adapter or 'base model'}) to {report.path}")
+    return 0
+
+
+def cmd_db_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.storage.backup import BackupError, restore
+    from bot.wiring import build_services
+
+    try:
+        manifest = restore(args.path, settings.sqlalchemy_url, settings.adapters_dir, args.force)
+    except BackupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    services = build_services(settings, with_chat=False, seed=False)  # migrates if older
+    try:
+        chunks = services.knowledge.reindex(actor="restore")
+    finally:
+        services.close()
+    print(f"Restored the backup of {manifest.get('created_at', '?')} and rebuilt the index "
+          f"({chunks} chunks); serving adapter: {manifest.get('current_adapter') or 'base model'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="Database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="Migrate to the newest schema").set_defaults(func=cmd_db_upgrade)
+    p = db.add_parser("backup", help="Copy the database (online) and the adapters to a new "
+                                     "directory; PostgreSQL: prints the pg_dump command")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_db_backup)
+    p = db.add_parser("restore", help="Put a backup in place and rebuild the knowledge index")
+    p.add_argument("path", type=Path)
+    p.add_argument("--force", action="store_true", help="Replace an existing database")
+    p.set_defaults(func=cmd_db_restore)
 
     cli_kb.register(sub)
     # The command line is the composition root; the bot's runtime never imports tuning.

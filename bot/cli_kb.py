@@ -55,7 +55,7 @@ def cmd_add(svc: Services, args: argparse.Namespace) -> int:
 
 def cmd_list(svc: Services, args: argparse.Namespace) -> int:
     total = svc.knowledge.count()
-    docs = svc.knowledge.list(offset=(args.page - 1) * args.per_page, limit=args.per_page)
+    docs = svc.knowledge.list_documents(offset=(args.page - 1) * args.per_page, limit=args.per_page)
     if args.json:
         _json([asdict(d) for d in docs])
         return 0
@@ -98,7 +98,7 @@ def cmd_remove(svc: Services, args: argparse.Namespace) -> int:
 def cmd_search(svc: Services, args: argparse.Namespace) -> int:
     hits = svc.knowledge.search(args.query, args.k)
     if args.json:
-        sources = {d.id: d.source for d in svc.knowledge.list()}
+        sources = {d.id: d.source for d in svc.knowledge.list_documents()}
         _json([{"document_id": h.document_id, "title": h.title,
                 "source": sources.get(h.document_id), "chunk_id": h.chunk_id, "chunk": h.text,
                 "score": round(h.score, 4)} for h in hits])
@@ -159,7 +159,7 @@ def cmd_log(svc: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func):  # type: ignore[no-untyped-def]
+def _run(func):
     def run(settings: Settings, args: argparse.Namespace) -> int:
         svc = _open(settings)
         try:
@@ -169,11 +169,11 @@ def _run(func):  # type: ignore[no-untyped-def]
     return run
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     kb = sub.add_parser("kb", help="Curate the knowledge base").add_subparsers(
         dest="kb_command", required=True)
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = kb.add_parser(name, help=help)
         p.set_defaults(func=_run(func))
         return p

@@ -215,11 +215,12 @@ async def _offer_correction(update: Update, context: AssistantContext, message_i
 
 async def _take_correction(update: Update, context: AssistantContext) -> bool:
     """If this message replies to a correction prompt, store it; True if it was one."""
-    message = update.effective_message
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return False
     replied = message.reply_to_message
     if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
         return False
-    user = update.effective_user
     target = await asyncio.to_thread(context.services.feedback.correction_target,
                                      message.chat.id, replied.message_id, user.id)
     if target is None:  # not a correction prompt, or one meant for someone else

@@ -122,7 +122,7 @@ async def kb_list(update: Update, context: AssistantContext) -> None:
     page = int(arg) if arg.isdigit() and int(arg) > 0 else 1
     knowledge = context.services.knowledge
     total = await asyncio.to_thread(knowledge.count)
-    docs = await asyncio.to_thread(knowledge.list, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    docs = await asyncio.to_thread(knowledge.list_documents, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     if not total:
         await update.effective_message.reply_text("The knowledge base is empty. Send me a file "
                                                   "or use /kb_add to add something.")
@@ -140,7 +140,7 @@ def _document_id(update: Update) -> int | None:
     return int(arg) if arg.isdigit() else None
 
 
-async def _find_document(update: Update, context: AssistantContext, command: str):  # type: ignore[no-untyped-def]
+async def _find_document(update: Update, context: AssistantContext, command: str):
     """(metadata, text) of the document the admin named, or None after replying why not."""
     doc_id = _document_id(update)
     if doc_id is None:

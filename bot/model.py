@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.adapters import current_adapter
 from bot.prompting import ChatMessages, render
@@ -85,7 +85,7 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.hf_quantizer = None  # weights are already dequantised; lets save_pretrained proceed
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # else reloads count as GGUF-quantised: no training
@@ -105,7 +105,7 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
     return target
 
 
-def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None,  # type: ignore[no-untyped-def]
+def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None,
                device: str = "cpu", trainable: bool = False):
     """The base model with `adapter` (a PEFT directory) applied, for serving, training and
     evaluation alike: in eval mode unless `trainable`, in float32 unless `dtype` says."""
@@ -113,7 +113,7 @@ def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype or torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype or torch.float32)
     model = model.to(device)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
@@ -124,12 +124,12 @@ class _BatchStreamer:
     """Feeds each row's decoded text to its callback as tokens arrive (transformers' streamer
     protocol: the first `put` carries the prompts, then one token per row per step)."""
 
-    def __init__(self, tokenizer, callbacks: list[Callable[[str], None] | None]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tokenizer, callbacks: list[Callable[[str], None] | None]) -> None:
         self._tokenizer, self._callbacks = tokenizer, callbacks
         self._prompt_seen = False
         self._ids: list[list[int]] = [[] for _ in callbacks]
 
-    def put(self, value) -> None:  # type: ignore[no-untyped-def]
+    def put(self, value) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
@@ -205,7 +205,7 @@ class HFChatModel:
         logger.info("Chat model %s (adapter %s) ready on %s in %.1f s", self.base_name,
                     self.adapter_version, self.device, time.monotonic() - started)
 
-    def _load(self, adapter: tuple[str, Path] | None):  # type: ignore[no-untyped-def]
+    def _load(self, adapter: tuple[str, Path] | None):
         """A fresh base model, with `adapter` applied when given."""
         return load_model(self._base_path, adapter[1] if adapter else None, dtype=self._dtype,
                           device=self.device)
@@ -287,7 +287,7 @@ class HFChatModel:
             prompt_len = inputs["input_ids"].shape[1]
             for row, request in enumerate(batch):
                 new = output[row, prompt_len:]
-                text = tokenizer.decode(new, skip_special_tokens=True).strip()
+                text = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
                 generated = int((new != tokenizer.pad_token_id).sum())
                 request.result = Generation(text=text, prompt=request.prompt,
                                             adapter_version=version, new_tokens=generated,

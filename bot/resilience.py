@@ -30,7 +30,7 @@ class RetryingRateLimiter(AIORateLimiter):
         self.network_retries = network_retries
         self.first_delay = first_delay
 
-    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):  # type: ignore[no-untyped-def]
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
         delay = self.first_delay
         for attempt in range(self.network_retries + 1):
             try:
@@ -47,7 +47,7 @@ class RetryingRateLimiter(AIORateLimiter):
         raise AssertionError("unreachable")
 
 
-def once_per_update(store: Store):  # type: ignore[no-untyped-def]
+def once_per_update(store: Store):
     """A handler for group -1 that stops any update whose id was already handled
     (Telegram redelivers updates after a crash, and retries slow webhook deliveries)."""
 

@@ -43,5 +43,6 @@ def schedule_nightly(application: Application, at: str) -> None:
     if not at:
         return
     when = parse_time(at)
+    assert application.job_queue is not None, "needs python-telegram-bot[job-queue]"
     application.job_queue.run_daily(run_nightly_job, time=when, name="nightly-retraining")
     logger.info("Nightly retraining scheduled daily at %s local time", at)

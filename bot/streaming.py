@@ -121,6 +121,7 @@ class StreamingReply:
         for i, part in enumerate(parts[1:], start=2):
             last = await self.bot.send_message(self.chat_id, part,
                                                reply_markup=markup if i == len(parts) else None)
+        assert last is not None  # set by the first part
         return last
 
     async def fail(self, text: str) -> None:

@@ -66,6 +66,7 @@ def _ask(services: Services, text: str, stdout: TextIO) -> int | None:
 
     print("assistant> ", end="", file=stdout, flush=True)
     try:
+        assert services.chat is not None  # built with the chat model
         reply = services.chat.answer(TERMINAL_CHAT, TERMINAL_USER, text, on_text=stream)
     except UserError as exc:
         print(str(exc), file=stdout)

@@ -75,7 +75,7 @@ def html_to_text(html: str) -> tuple[str | None, str]:
     for tag in soup.find_all(True):
         if tag.decomposed or tag.attrs is None:
             continue
-        marks = " ".join([tag.get("id") or "", *(tag.get("class") or [])])
+        marks = " ".join([str(tag.get("id") or ""), *map(str, tag.get("class") or [])])
         if marks.strip() and _BOILERPLATE_ATTR.search(marks):
             tag.decompose()
     body = soup.body or soup

@@ -41,7 +41,7 @@ class SentenceTransformerEmbedder:
         if not model_path.exists():
             raise RuntimeError(f"Embedding model not found at {model_path}")
         self._model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
-        self.max_tokens = int(self._model.max_seq_length)
+        self.max_tokens = int(self._model.max_seq_length or 256)
         self.name = model_path.name
 
     def embed(self, texts: list[str]) -> list[list[float]]:

@@ -30,7 +30,7 @@ async def test_admin_uploads_replaces_and_deduplicates_a_file(bot, botapi: BotAP
     botapi.send_document(ADMIN, "copy.md", b"# Returns\n\nItems can be returned in 60 days.")
     assert "Already in the knowledge base as #1" in (await botapi.wait_for_message(ADMIN, 3))["text"]
 
-    docs = services.knowledge.list()
+    docs = services.knowledge.list_documents()
     assert [(d.title, d.version, d.added_by, d.source) for d in docs] == [
         ("Returns", 2, ADMIN, "telegram:returns.md")]
     assert [h.text for h in services.knowledge.search("returned days")] == [
@@ -71,7 +71,7 @@ async def test_kb_add_with_text_or_as_a_reply(bot, botapi: BotAPIEmulator,
     assert "Added: #2 “Parking”" in (await botapi.wait_for_message(ADMIN, 3))["text"]
     botapi.send_text(ADMIN, "/kb_add")
     assert (await botapi.wait_for_message(ADMIN, 4))["text"].startswith("Usage: /kb_add")
-    assert [d.title for d in services.knowledge.list()] == ["Opening hours", "Parking"]
+    assert [d.title for d in services.knowledge.list_documents()] == ["Opening hours", "Parking"]
 
 
 async def test_kb_list_pages_and_kb_show(bot, botapi: BotAPIEmulator, services: Services) -> None:
@@ -128,7 +128,7 @@ async def test_non_admins_are_refused_on_every_path(bot, botapi: BotAPIEmulator,
     await botapi.wait_for(lambda: botapi.calls_to("answerCallbackQuery"))
     assert botapi.calls_to("answerCallbackQuery")[0].params["text"] == \
         "Sorry, only knowledge-base admins can do that."
-    assert [d.title for d in services.knowledge.list()] == ["Keep me"]
+    assert [d.title for d in services.knowledge.list_documents()] == ["Keep me"]
     assert botapi.calls_to("getFile") == []
     assert audit_actors(services) == {"test"}
 

@@ -135,3 +135,54 @@ def test_training_knobs_are_flags_in_three_groups(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["tune", "list", "--learning-rate", "1"])  # only training commands take knobs
     assert exit_.value.code == 2
+
+
+def test_backup_restores_into_a_fresh_data_dir_that_answers(env: Path, capsys,
+                                                            monkeypatch) -> None:
+    """`db backup` while the data is live, `db restore` into a new data dir: the documents,
+    ratings and serving adapter come back, the index is rebuilt, and questions are answered."""
+    from bot.config import Settings
+    from bot.storage.store import Store, UserInfo
+    from bot.wiring import build_services, open_database
+    from tests.fakes import FakeChatModel
+
+    (env / "refunds.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.")
+    assert run(capsys, "kb", "add", "refunds.md")[0] == 0
+    db = open_database(Settings())
+    store = Store(db)
+    store.upsert_user(UserInfo(7))
+    conversation = store.active_conversation(7)
+    answer = store.add_message(conversation, "assistant", "Within 14 days.", prompt="p")
+    store.rate(answer, 7, 1)
+    db.dispose()
+    adapters = env / "data" / "adapters"
+    (adapters / "v0001").mkdir(parents=True)
+    (adapters / "v0001" / "adapter_config.json").write_text("{}")
+    (adapters / "CURRENT").write_text("v0001")
+
+    code, out, _ = run(capsys, "db", "backup", str(env / "backup"))
+    assert code == 0 and "1 adapter version(s) (serving: v0001)" in out
+    code, _, err = run(capsys, "db", "backup", str(env / "backup"))
+    assert code == 1 and "not empty" in err  # never overwrites an earlier backup
+
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(env / "fresh"))
+    code, out, _ = run(capsys, "db", "restore", str(env / "backup"))
+    assert code == 0 and "serving adapter: v0001" in out
+    assert (env / "fresh" / "adapters" / "CURRENT").read_text() == "v0001"
+    code, out, _ = run(capsys, "kb", "search", "how long until I get my refund")
+    assert code == 0 and "Refunds" in out  # the index was rebuilt from SQL
+    services = build_services(Settings(), model=FakeChatModel(), seed=False)
+    try:
+        assert services.store.user_vote(answer, 7) == 1
+        assert services.chat is not None
+        reply = services.chat.answer(1, UserInfo(8), "When are refunds paid?")
+        assert "14 days" in reply.text and reply.sources == ["Refunds"]
+    finally:
+        services.close()
+    code, _, err = run(capsys, "db", "restore", str(env / "backup"))
+    assert code == 1 and "--force" in err  # an existing database is not replaced silently
+    assert run(capsys, "db", "restore", "--force", str(env / "backup"))[0] == 0
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@localhost/assistant")
+    code, _, err = run(capsys, "db", "backup", str(env / "pg"))
+    assert code == 1 and "pg_dump" in err

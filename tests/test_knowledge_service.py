@@ -17,7 +17,7 @@ def test_add_search_and_remove(services: Services, tmp_path: Path) -> None:
     assert hits[0].document_id == result.document.id and hits[0].title == "Returns"
     assert services.knowledge.remove(result.document.id, actor="test")
     assert services.knowledge.search("return an item") == []
-    assert services.knowledge.list() == []
+    assert services.knowledge.list_documents() == []
 
 
 def test_identical_content_is_not_stored_twice(services: Services, tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_identical_content_is_not_stored_twice(services: Services, tmp_path: Pat
     first = services.knowledge.add_file(tmp_path / "a.txt", actor="test")
     second = services.knowledge.add_file(tmp_path / "b.txt", actor="test")
     assert second.status is AddStatus.DUPLICATE and second.document.id == first.document.id
-    assert len(services.knowledge.list()) == 1
+    assert len(services.knowledge.list_documents()) == 1
 
 
 def test_same_source_replaces_and_drops_old_chunks(services: Services, tmp_path: Path) -> None:
@@ -62,6 +62,6 @@ def test_reindex_rebuilds_chroma_from_sql_alone(services: Services, tmp_path: Pa
 
 def test_seeding_adds_the_samples_once(services: Services) -> None:
     assert services.knowledge.seed_samples() >= 3
-    titles = {d.title for d in services.knowledge.list()}
+    titles = {d.title for d in services.knowledge.list_documents()}
     assert "Bot commands" in titles
     assert services.knowledge.seed_samples() == 0

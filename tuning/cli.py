@@ -14,7 +14,7 @@ from tuning.config import parse_config
 from tuning.registry import AdapterRegistry, RegistryError
 
 
-def _tuning_run(run, settings: Settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _tuning_run(run, settings: Settings, args: argparse.Namespace) -> int:
     from tuning.runs import AlreadyRunning
 
     try:
@@ -120,8 +120,8 @@ def cmd_runs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def with_knobs(commands: argparse._SubParsersAction, name: str, help_text: str,  # type: ignore[type-arg]
-               func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+def with_knobs(commands: argparse._SubParsersAction, name: str, help_text: str,
+               func) -> argparse.ArgumentParser:
     """A command taking the training knobs (`tuning.config`); they are parsed, and listed by
     `--help`, only when the command runs, so the rest of the CLI never imports transformers."""
     p = commands.add_parser(name, help=help_text, add_help=False)
@@ -129,7 +129,7 @@ def with_knobs(commands: argparse._SubParsersAction, name: str, help_text: str, 
     return p
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     tune = sub.add_parser("tune", help="Retrain, evaluate and manage LoRA adapters")
     commands = tune.add_subparsers(dest="tune_command", required=True)
     with_knobs(commands, "nightly", "Train on new ratings; promote past the gate",

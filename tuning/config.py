@@ -88,6 +88,6 @@ def parse_config(argv: Sequence[str], prog: str) -> TuneConfig:
     """A `TuneConfig` from command-line flags; `--help` lists them by group and exits."""
     from transformers import HfArgumentParser  # heavy: only when a tuning command runs
 
-    parser = HfArgumentParser(GROUPS, prog=prog)
+    parser = HfArgumentParser(list[Any](GROUPS), prog=prog)
     groups = parser.parse_args_into_dataclasses(args=list(argv))
     return TuneConfig(**{f.name: getattr(g, f.name) for g in groups for f in fields(g)})

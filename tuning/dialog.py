@@ -92,9 +92,10 @@ def handwritten() -> list[Dialog]:
             for i, r in enumerate(rows)]
 
 
-def to_rows(dialog: Dialog, system_prompt: str, render) -> list[dict]:  # type: ignore[no-untyped-def]
+def to_rows(dialog: Dialog, system_prompt: str, render) -> list[dict]:
     """One training row per assistant turn, prompted exactly as the bot prompts."""
-    rows, history = [], []
+    rows: list[dict] = []
+    history: list[Turn] = []
     hit = Hit("d", 0, 1, dialog.title, dialog.context, 1.0)
     for question, answer in dialog.turns:
         prompt = render(build_messages(system_prompt, history, question, [hit]))

@@ -40,7 +40,7 @@ class Metrics:
         return asdict(self)
 
 
-def _completion_logprobs(model, tokenizer, prompt: str, completion: str) -> list[float]:  # type: ignore[no-untyped-def]
+def _completion_logprobs(model, tokenizer, prompt: str, completion: str) -> list[float]:
     import torch
 
     p = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -53,7 +53,7 @@ def _completion_logprobs(model, tokenizer, prompt: str, completion: str) -> list
     return logprobs.gather(1, ids[0, -n:].to(model.device).unsqueeze(1)).squeeze(1).tolist()
 
 
-def answer_loss(model, tokenizer, rows: list[dict]) -> float:  # type: ignore[no-untyped-def]
+def answer_loss(model, tokenizer, rows: list[dict]) -> float:
     """Mean negative log-likelihood per answer token."""
     total, count = 0.0, 0
     for row in rows:
@@ -63,7 +63,7 @@ def answer_loss(model, tokenizer, rows: list[dict]) -> float:  # type: ignore[no
     return total / count if count else float("nan")
 
 
-def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int = 200,  # type: ignore[no-untyped-def]
+def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int = 200,
                         seed: int = 0, min_same_prompt: int = 5) -> float | None:
     """Share of (👍, 👎) pairs where the 👍 answer is the more likely one; None without pairs."""
     liked = [r for r in kto_rows if r["label"]]
@@ -93,7 +93,7 @@ def load_golden(path: Path = GOLDEN) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,  # type: ignore[no-untyped-def]
+def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
                    batch_size: int = 16) -> list[str]:
     """Greedy answers to rendered prompts, generated in left-padded batches."""
     import torch
@@ -115,7 +115,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 4
     return answers
 
 
-def golden_checks(model, tokenizer, golden: list[dict], max_new_tokens: int = 48) -> float:  # type: ignore[no-untyped-def]
+def golden_checks(model, tokenizer, golden: list[dict], max_new_tokens: int = 48) -> float:
     """Pass rate of greedy answers on the golden set, prompted as the bot prompts."""
     if not golden:
         return 0.0
@@ -164,7 +164,7 @@ def unsupported(rows: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def grounded_rate(model, tokenizer, prompts: list[str], max_prompts: int = 32,  # type: ignore[no-untyped-def]
+def grounded_rate(model, tokenizer, prompts: list[str], max_prompts: int = 32,
                   max_new_tokens: int = 48) -> float | None:
     """Share of greedy answers to (at most `max_prompts` distinct) held-out prompts that are
     `grounded` in them; None without prompts."""

@@ -52,7 +52,8 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
                        f" (allowed {margin:.0%})")
     else:
         reasons.append(f"golden loss {serving.golden_loss:.3f} → {candidate.golden_loss:.3f}")
-    improved, worse = [], []
+    improved: list[str] = []
+    worse: list[str] = []
     if candidate.preference_accuracy is not None and serving.preference_accuracy is not None:
         c, v = candidate.preference_accuracy, serving.preference_accuracy
         (improved if c > v else worse if c < v else []).append("preference accuracy")

@@ -33,7 +33,7 @@ from tuning.runs import RunOutcome, tuning_run
 logger = logging.getLogger(__name__)
 
 
-def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],  # type: ignore[no-untyped-def]
+def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
             heldout_kto: list[dict]) -> Metrics:
     golden_rows = [{"prompt": render(tokenizer, g["messages"]), "completion": g["reference"]}
                    for g in golden]

@@ -51,7 +51,7 @@ class Run:
     staging: Path | None = None
     sizes: dict = field(default_factory=dict)
 
-    def record(self, **fields) -> None:  # type: ignore[no-untyped-def]
+    def record(self, **fields) -> None:
         self.store.update_run(self.id, **fields)
 
     def skip(self, reason: str) -> RunOutcome:
@@ -60,12 +60,13 @@ class Run:
                     decision={"promote": False, "reasons": [reason]})
         return RunOutcome(self.id, "skipped", None, [reason])
 
-    def conclude(self, kind: str, candidate: Metrics, serving: Metrics, result, meta: dict,  # type: ignore[no-untyped-def]
+    def conclude(self, kind: str, candidate: Metrics, serving: Metrics, result, meta: dict,
                  **record) -> RunOutcome:
         """Gate the trained candidate, commit it as a version, promote it if it passed, and
         write the run's record and report."""
         decision = decide(candidate, serving, self.cfg.golden_margin,
                           self.cfg.grounding_margin, self.cfg.unsupported_margin)
+        assert self.staging is not None, "conclude() after training into staging"
         version = self.registry.commit(self.staging, {
             "kind": kind, "run_id": self.id, "from": self.serving, "method": self.cfg.method,
             "metrics": candidate.to_dict(), "hyperparameters": self.cfg.to_dict(),

@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.model import load_model
 from tuning.config import TuneConfig
@@ -33,7 +34,7 @@ class TrainResult:
         return self.train_tokens / self.seconds if self.seconds else 0.0
 
 
-def _peft_config(cfg: TuneConfig, tokenizer):  # type: ignore[no-untyped-def]
+def _peft_config(cfg: TuneConfig, tokenizer):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
     if cfg.method == "prompt-tuning":
@@ -46,7 +47,7 @@ def _peft_config(cfg: TuneConfig, tokenizer):  # type: ignore[no-untyped-def]
                       lora_dropout=cfg.lora_dropout, target_modules=cfg.modules)
 
 
-def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig):  # type: ignore[no-untyped-def]
+def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig):
     """(model, tokenizer): the base with the adapter to continue from, or a fresh adapter."""
     import torch
     from peft import PeftConfig, get_peft_model
@@ -65,7 +66,7 @@ def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig)
         tokenizer
 
 
-def encode(tokenizer, row: dict, max_length: int) -> dict | None:  # type: ignore[no-untyped-def]
+def encode(tokenizer, row: dict, max_length: int) -> dict | None:
     """Token ids of prompt + answer + EOS, with labels only on the answer (-100 elsewhere).
 
     None when the row is longer than `max_length`: cutting the prompt would cut its start, the
@@ -109,7 +110,7 @@ class AnswerOnlyCollator:
         return batch | ({"logits_to_keep": keep} if self.trim else {})
 
 
-def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: TuneConfig,  # type: ignore[no-untyped-def]
+def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: TuneConfig,
           checkpoint_dir: Path, out_dir: Path) -> TrainResult:
     """Fine-tune `model` on prompt/completion rows; the best adapter is saved to `out_dir`.
 
@@ -160,7 +161,8 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.monotonic() - started
-    trainer.model.save_pretrained(str(out_dir))
+    trained: Any = trainer.model
+    trained.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     history = trainer.state.log_history
     steps_done = output.global_step - (int(Path(resume).name.split("-")[-1]) if resume else 0)

@@ -180,7 +180,7 @@ def main() -> None:
         print(f"Ingested: {ingest}")
     elif args.out.exists():
         ingest = json.loads(args.out.read_text()).get("ingest")  # measured when it was built
-    sources = {d.id: d.source for d in knowledge.list()}
+    sources = {d.id: d.source for d in knowledge.list_documents()}
     batch = knowledge.index._collection.get(include=["documents"])
     chunk_texts = dict(zip(batch["ids"], batch["documents"]))
     corpus_chunks = len(chunk_texts)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from bot.services import UserError
 from bot.storage.store import DocumentInfo, Store
@@ -71,7 +72,7 @@ class KnowledgeService:
             return AddResult(AddStatus.DUPLICATE, duplicate)
         chunks = self._chunks(doc.text)
         existing = self.store.document_by_source(source)
-        fields = dict(title=doc.title, text=doc.text, content_hash=doc.content_hash,
+        fields: dict[str, Any] = dict(title=doc.title, text=doc.text, content_hash=doc.content_hash,
                       chunk_count=len(chunks), added_by=added_by, actor=actor)
         if existing is None:
             info = self.store.add_document(source=source, **fields)
@@ -111,7 +112,7 @@ class KnowledgeService:
         self.index.delete_document(document_id)
         return info
 
-    def list(self, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
+    def list_documents(self, offset: int = 0, limit: int | None = None) -> list[DocumentInfo]:
         return self.store.list_documents(offset, limit)
 
     def count(self) -> int:

@@ -69,6 +69,7 @@ class FairQueue:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queues.setdefault(key, deque()).append((func, args, kwargs, future))
         self._pending[key] = self._pending.get(key, 0) + 1
+        assert self._wakeup is not None  # made by _start, in the running loop
         self._wakeup.set()
         try:
             return await future
@@ -77,7 +78,7 @@ class FairQueue:
             if not self._pending[key]:
                 del self._pending[key]
 
-    def _next_job(self):  # type: ignore[no-untyped-def]
+    def _next_job(self):
         """Pop the oldest job of the key served least recently (never served comes first)."""
         if not self._queues:
             return None
@@ -98,6 +99,7 @@ class FairQueue:
         while True:
             job = self._next_job()
             if job is None:
+                assert self._wakeup is not None
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue

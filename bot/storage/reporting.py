@@ -74,6 +74,6 @@ class ReportStore:
                 out.append(Complaint(answer.id, question or "", answer.text,
                                      list(answer.sources or []), downvotes, list(corrections),
                                      answer.grounding or "",
-                                     answer.generated_text if answer.grounding == "extractive"
-                                     else ""))
+                                     (answer.generated_text or "")
+                                     if answer.grounding == "extractive" else ""))
         return out

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
@@ -62,6 +63,11 @@ class RatingOutcome(Enum):
     NO_MESSAGE = "no_message"
 
 
+def _affected(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched (its result is a `CursorResult`)."""
+    return int(result.rowcount or 0)
+
+
 def _doc_info(doc: Document) -> DocumentInfo:
     return DocumentInfo(doc.id, doc.title, doc.source, doc.version, doc.chunk_count,
                         doc.content_hash, len(doc.text), doc.added_by, doc.created_at)
@@ -109,7 +115,7 @@ class Store:
                 .where(Conversation.chat_id == chat_id, Conversation.ended_at.is_(None))
                 .values(ended_at=utcnow())
             )
-            return bool(result.rowcount)
+            return bool(_affected(result))
 
     def recent_turns(self, conversation_id: int, limit: int) -> list[Turn]:
         """The last `limit` messages of a conversation, oldest first."""
@@ -159,7 +165,7 @@ class Store:
         with self.db.write() as s:
             result = s.execute(delete(ProcessedUpdate)
                                .where(ProcessedUpdate.at < utcnow() - older_than))
-            return result.rowcount or 0
+            return _affected(result)
 
     # --- ratings -------------------------------------------------------------------------------
 
@@ -219,9 +225,10 @@ class Store:
         """Delete a user's messages (with the answers to them), ratings and corrections, and
         their private chat; mark them forgotten so they never become training data."""
         with self.db.write() as s:
-            counts = {"ratings": s.execute(delete(Rating).where(Rating.user_id == user_id)).rowcount,
-                      "corrections": s.execute(delete(Correction)
-                                               .where(Correction.user_id == user_id)).rowcount}
+            counts = {
+                "ratings": _affected(s.execute(delete(Rating).where(Rating.user_id == user_id))),
+                "corrections": _affected(s.execute(delete(Correction)
+                                                   .where(Correction.user_id == user_id)))}
             asked = s.execute(select(Message.id, Message.conversation_id, Message.text)
                               .where(Message.user_id == user_id)).all()
             doomed = {mid for mid, _, _ in asked}
@@ -234,14 +241,14 @@ class Store:
             for mid, prompt in s.execute(select(Message.id, Message.prompt).where(
                     Message.conversation_id.in_(shared), Message.role == "assistant",
                     Message.prompt.is_not(None), Message.id.not_in(doomed))).all():
-                if any(text in prompt for text in texts):
+                if prompt and any(text in prompt for text in texts):
                     s.execute(update(Message).where(Message.id == mid)
                               .values(prompt=None, generated_text=None))
             private = select(Conversation.id).where(Conversation.chat_id == user_id)
             doomed |= set(s.scalars(select(Message.id).where(Message.conversation_id.in_(private))))
             s.execute(delete(Rating).where(Rating.message_id.in_(doomed)))
             s.execute(delete(Correction).where(Correction.message_id.in_(doomed)))
-            counts["messages"] = s.execute(delete(Message).where(Message.id.in_(doomed))).rowcount
+            counts["messages"] = _affected(s.execute(delete(Message).where(Message.id.in_(doomed))))
             s.execute(delete(Conversation).where(Conversation.chat_id == user_id))
             user = s.get(User, user_id)
             if user is not None:

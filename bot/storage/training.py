@@ -51,8 +51,8 @@ class TrainingStore:
             votes = votes.where(Rating.updated_at > since)
             fixes = fixes.where(Correction.created_at > since)
         with self.db.read() as s:
-            out = [Feedback(p, a, v, u, at) for p, a, v, u, at in s.execute(votes)]
-            out += [Feedback(p, text, 0, u, at) for p, text, u, at in s.execute(fixes)]
+            out = [Feedback(str(p), a, v, u, at) for p, a, v, u, at in s.execute(votes)]
+            out += [Feedback(str(p), text, 0, u, at) for p, text, u, at in s.execute(fixes)]
         return out
 
     def forgotten_prompts(self) -> set[str]:
