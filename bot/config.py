@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     base_model: str = Field(
         "", description="Path to a model dir or .gguf file; empty = packaged SmolLM2-135M-Instruct."
     )
+    llm_url: str = Field(
+        "", description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp server) that "
+        "generates instead of the in-process model, e.g. http://gpu-box:8000/v1; empty = local."
+    )
+    llm_model: str = Field(
+        "", description="Model name to ask LLM_URL for (a vLLM LoRA adapter name works too); "
+        "empty = the first model the server lists."
+    )
+    llm_api_key: str = Field("", description="Bearer token for LLM_URL, if it needs one.")
     embedding_model: str = Field(
         "", description="Path to a sentence-transformers model; empty = packaged all-MiniLM-L6-v2."
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Settings
-from bot.model import ChatModel, HFChatModel
+from bot.model import ChatModel, HFChatModel, resolve_base_model
 from bot.services.chat import ChatLimits, ChatService
 from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
@@ -47,13 +47,37 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
-def load_chat_model(settings: Settings) -> HFChatModel:
+def load_chat_model(settings: Settings) -> ChatModel:
+    """The server at `LLM_URL` when one is set, else the in-process model."""
+    if settings.llm_url:
+        from bot.model.remote import OpenAIChatModel
+
+        return OpenAIChatModel(settings.llm_url, model=settings.llm_model,
+                               api_key=settings.llm_api_key,
+                               max_new_tokens=settings.max_new_tokens,
+                               temperature=settings.temperature,
+                               timeout=settings.generation_timeout_s,
+                               tokenizer=_base_tokenizer(settings))
     return HFChatModel(settings.base_model, settings.models_dir, settings.adapters_dir,
                        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                        repetition_penalty=settings.repetition_penalty,
                        no_repeat_ngram_size=settings.no_repeat_ngram_size,
                        max_time=settings.generation_timeout_s,
                        max_batch=settings.generation_workers)
+
+
+def _base_tokenizer(settings: Settings) -> Any:
+    """The base model's tokenizer, to count and render prompts for a remote model; None when
+    there is none on this machine (token counts are then estimated)."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(resolve_base_model(settings.base_model,
+                                                                settings.models_dir))
+    except Exception as exc:
+        logger.warning("No local tokenizer for %r (%s); estimating prompt sizes",
+                       settings.base_model or "the packaged model", exc)
+        return None
 
 
 def build_services(settings: Settings, *, with_chat: bool = True, model: ChatModel | None = None,

