@@ -111,7 +111,9 @@ def sentences(chunk_text: str) -> list[tuple[str, str]]:
     that starts with a pronoun keeps the sentence before it: "The building manager is Rhea
     Lindqvist. She takes care of repairs." is one piece of evidence, readable on its own."""
     lines = [ln.strip() for ln in chunk_text.replace("\r", "").split("\n")]
-    heading, paragraph, out = "", list[str](), list[tuple[str, str]]()
+    heading = ""
+    paragraph: list[str] = []
+    out: list[tuple[str, str]] = []
 
     def flush() -> None:
         text = " ".join(paragraph).strip()

@@ -72,8 +72,9 @@ class KnowledgeService:
             return AddResult(AddStatus.DUPLICATE, duplicate)
         chunks = self._chunks(doc.text)
         existing = self.store.document_by_source(source)
-        fields: dict[str, Any] = dict(title=doc.title, text=doc.text, content_hash=doc.content_hash,
-                      chunk_count=len(chunks), added_by=added_by, actor=actor)
+        fields: dict[str, Any] = dict(title=doc.title, text=doc.text,
+                                      content_hash=doc.content_hash, chunk_count=len(chunks),
+                                      added_by=added_by, actor=actor)
         if existing is None:
             info = self.store.add_document(source=source, **fields)
             status = AddStatus.ADDED
