@@ -34,13 +34,15 @@ def _json(data: Any) -> None:
 
 
 def cmd_add(svc: Services, args: argparse.Namespace) -> int:
-    failed, results = 0, []
-    for name in args.files:
-        try:
-            result = svc.knowledge.add_file(Path(name), actor=_actor())
-        except (UserError, OSError) as exc:
+    """Add files; exits 1 when any of them failed, after adding all the others."""
+    failed, results = 0, list[dict[str, Any]]()
+    for path, result in svc.knowledge.add_files([Path(n) for n in args.files], actor=_actor()):
+        name = str(path)
+        if isinstance(result, UserError):
             failed += 1
-            print(f"{name}: {exc}", file=sys.stderr)
+            print(f"{name}: {result}", file=sys.stderr)
+            if args.json:
+                results.append({"file": name, "status": "failed", "error": str(result)})
             continue
         doc = result.document
         results.append({"file": name, "status": result.status.value, "id": doc.id,
@@ -50,6 +52,9 @@ def cmd_add(svc: Services, args: argparse.Namespace) -> int:
                   f"(v{doc.version}, {doc.chunk_count} chunks)")
     if args.json:
         _json(results)
+    elif failed:
+        print(f"{failed} of {len(args.files)} files failed; the others were added.",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -19,7 +19,7 @@ from bot.services.stats import StatsService
 from bot.storage.db import Database
 from bot.storage.reporting import ReportStore
 from bot.storage.store import Store
-from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
+from knowledge.embeddings import Embedder, LazyEmbedder, load_embedder
 from knowledge.index import KnowledgeIndex, open_chroma
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,10 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     """Open storage and knowledge, and the chat model when `with_chat`; seed samples if empty."""
     db = open_database(settings)
     store = Store(db)
-    embedder = embedder or SentenceTransformerEmbedder(settings.embedding_model or None)
-    client = chroma_client or open_chroma(settings.chroma_url, settings.chroma_dir)
+    # The embedder and Chroma open on first use: `kb list` or `db upgrade` never load them.
+    embedder = embedder or LazyEmbedder(lambda: load_embedder(settings.embedding_model or None,
+                                                              settings.models_dir / "embeddings"))
+    client = chroma_client or (lambda: open_chroma(settings.chroma_url, settings.chroma_dir))
     index = KnowledgeIndex(client, embedder)
     knowledge = KnowledgeService(store, index, embedder)
     if settings.seed_knowledge if seed is None else seed:

@@ -59,9 +59,22 @@ def parse_text(text: str, title: str | None = None, fallback_title: str = "Untit
 
 def _decode(raw: bytes, name: str) -> str:
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UnsupportedDocument(f"'{name}' is not UTF-8 text.") from exc
+    if looks_binary(text):
+        raise UnsupportedDocument(f"'{name}' holds binary data, not text (NUL bytes or mostly "
+                                  "unprintable characters); it was not added.")
+    return text
+
+
+def looks_binary(text: str) -> bool:
+    """True for decoded bytes that are not prose: any NUL, or over 10% control characters."""
+    if "\x00" in text:
+        return True
+    sample = text[:20000]
+    control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f" or ch == "\ufffd")
+    return control > 0.1 * max(len(sample), 1)
 
 
 def html_to_text(html: str) -> tuple[str | None, str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -50,10 +52,18 @@ class KnowledgeIndex:
     """Chunks with their embeddings and metadata (document id, version, chunk index, title)."""
 
     def __init__(self, client: Any, embedder: Embedder, collection: str = COLLECTION) -> None:
-        self._client = client
+        """`client` is a Chroma client, or a function that opens one on first use."""
+        self._connect: Callable[[], Any] = client if callable(client) else (lambda: client)
         self._embedder = embedder
         self._name = collection
-        self._collection = self._open()
+
+    @cached_property
+    def _client(self) -> Any:
+        return self._connect()
+
+    @cached_property
+    def _collection(self) -> Any:
+        return self._open()
 
     def _open(self) -> Any:
         # We embed ourselves; embedding_function=None keeps Chroma from fetching its own model.
@@ -61,14 +71,24 @@ class KnowledgeIndex:
             self._name, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
 
-    def add(self, document_id: int, version: int, title: str, chunks: list[str]) -> list[str]:
-        """Index a document's chunks; returns their ids."""
+    @staticmethod
+    def embedding_text(title: str, chunk: str) -> str:
+        """What is embedded for a chunk: the chunk in its document's context."""
+        return f"{title}\n{chunk}"
+
+    def embed_chunks(self, title: str, chunks: list[str]) -> list[list[float]]:
+        return self._embedder.embed([self.embedding_text(title, c) for c in chunks])
+
+    def add(self, document_id: int, version: int, title: str, chunks: list[str],
+            embeddings: list[list[float]] | None = None) -> list[str]:
+        """Index a document's chunks (embedding them unless `embeddings` are given)."""
         if not chunks:
             return []
         ids = [chunk_id(document_id, version, i) for i in range(len(chunks))]
         metadatas = [{"document_id": document_id, "version": version, "chunk": i, "title": title}
                      for i in range(len(chunks))]
-        embeddings = self._embedder.embed([f"{title}\n{c}" for c in chunks])
+        if embeddings is None:
+            embeddings = self.embed_chunks(title, chunks)
         self._collection.upsert(ids=ids, documents=chunks, embeddings=embeddings,
                                 metadatas=metadatas)
         return ids
@@ -114,5 +134,6 @@ class KnowledgeIndex:
 
     def clear(self) -> None:
         """Drop every chunk (used by reindex before rebuilding from SQL)."""
+        _ = self._collection  # opened (so created) first: there is always one to delete
         self._client.delete_collection(self._name)
-        self._collection = self._open()
+        self.__dict__["_collection"] = self._open()

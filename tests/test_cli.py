@@ -13,12 +13,14 @@ from bot.cli import main
 from bot.storage.models import Rating
 from bot.terminal import TERMINAL_USER, chat_loop
 from bot.wiring import Services
+from tests.conftest import MODEL_CACHE
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(MODEL_CACHE))  # the ONNX export is made once
     for var in ("DATABASE_URL", "CHROMA_URL"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path

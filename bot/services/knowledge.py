@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "samples"
 SYSTEM_ACTOR = "system"
+INGEST_BATCH_CHUNKS = 256  # chunks of several files embedded in one call (sorted by length)
 
 
 class AddStatus(Enum):
@@ -65,12 +66,13 @@ class KnowledgeService:
                           overlap_tokens=max_tokens // 5)
 
     def add_parsed(self, doc: ParsedDocument, source: str, added_by: int | None,
-                   actor: str) -> AddResult:
+                   actor: str, chunks: list[str] | None = None,
+                   embeddings: list[list[float]] | None = None) -> AddResult:
         """Add a document, or a new version of the one with the same source."""
         duplicate = self.store.document_by_hash(doc.content_hash)
         if duplicate is not None:
             return AddResult(AddStatus.DUPLICATE, duplicate)
-        chunks = self._chunks(doc.text)
+        chunks = self._chunks(doc.text) if chunks is None else chunks
         existing = self.store.document_by_source(source)
         fields: dict[str, Any] = dict(title=doc.title, text=doc.text,
                                       content_hash=doc.content_hash, chunk_count=len(chunks),
@@ -83,7 +85,7 @@ class KnowledgeService:
             status = AddStatus.REPLACED
         # SQL now names the new version, so searches ignore the old chunks from here on;
         # index the new ones, then drop the old ones.
-        self.index.add(info.id, info.version, info.title, chunks)
+        self.index.add(info.id, info.version, info.title, chunks, embeddings)
         if status is AddStatus.REPLACED:
             self.index.delete_document(info.id, keep_version=info.version)
         logger.info("Knowledge document %s %s (v%d, %d chunks)", info.id, status.value,
@@ -98,6 +100,47 @@ class KnowledgeService:
         except UnsupportedDocument as exc:
             raise UserError(str(exc)) from exc
         return self.add_parsed(parsed, source or str(path.resolve()), added_by, actor)
+
+    def add_files(self, paths: Iterable[Path], actor: str, added_by: int | None = None
+                  ) -> Iterator[tuple[Path, AddResult | UserError]]:
+        """Add many files, yielding each one's result or error in order. The chunks of several
+        files are embedded together, which is much faster than one file at a time."""
+        pending: list[tuple[Path, ParsedDocument | UserError, list[str]]] = []
+        for path in paths:
+            try:
+                parsed: ParsedDocument | UserError = parse_file(path)
+            except UnsupportedDocument as exc:
+                parsed = UserError(str(exc))
+            except OSError as exc:
+                parsed = UserError(f"'{path}' could not be read ({exc.strerror or exc}).")
+            chunks = []
+            if (isinstance(parsed, ParsedDocument)
+                    and self.store.document_by_hash(parsed.content_hash) is None):
+                chunks = self._chunks(parsed.text)
+            pending.append((path, parsed, chunks))
+            if sum(len(chunks) for *_, chunks in pending) >= INGEST_BATCH_CHUNKS:
+                yield from self._add_batch(pending, actor, added_by)
+                pending = []
+        yield from self._add_batch(pending, actor, added_by)
+
+    def _add_batch(self, batch: list[tuple[Path, ParsedDocument | UserError, list[str]]],
+                   actor: str, added_by: int | None
+                   ) -> Iterator[tuple[Path, AddResult | UserError]]:
+        texts = [self.index.embedding_text(doc.title, c)
+                 for _, doc, chunks in batch if isinstance(doc, ParsedDocument) for c in chunks]
+        vectors = self._embedder.embed(texts) if texts else []
+        start = 0
+        for path, doc, chunks in batch:
+            if isinstance(doc, UserError):
+                yield path, doc
+                continue
+            embeddings = vectors[start:start + len(chunks)]
+            start += len(chunks)
+            try:
+                yield path, self.add_parsed(doc, str(path.resolve()), added_by, actor,
+                                            chunks or None, embeddings or None)
+            except UserError as exc:
+                yield path, exc
 
     def add_text(self, title: str, text: str, source: str, actor: str,
                  added_by: int | None = None) -> AddResult:
