@@ -164,6 +164,26 @@ def cmd_log(svc: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_boosts(svc: Services, args: argparse.Namespace) -> int:
+    """Show the feedback boosts; recompute them now, or remove them all."""
+    boosts = svc.knowledge.boosts
+    if args.reset:
+        print(f"Removed {boosts.reset(_actor())} boosts; retrieval ranks by similarity alone "
+              "until the next nightly run (or `kb boosts --recompute`).")
+        return 0
+    if args.recompute:
+        summary = boosts.recompute(_actor())
+        print(f"Recomputed: {summary['raised']} chunks raised, {summary['lowered']} lowered.")
+    rows = boosts.all()
+    if args.json:
+        _json([asdict(b) for b in rows])
+    elif not rows:
+        print("No boosts: no rated answer has cited a chunk yet (or they were reset).")
+    for b in [] if args.json else rows[: args.limit]:
+        print(f"{b.boost:+.4f}  {b.chunk_id:<14} 👍 {b.up} users, 👎+correction {b.down} users")
+    return 0
+
+
 def _run(func):
     def run(settings: Settings, args: argparse.Namespace) -> int:
         svc = _open(settings)
@@ -205,6 +225,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p = command("export", cmd_export, "All documents as JSON lines (stdout or --out FILE)")
     p.add_argument("--out")
+    p = command("boosts", cmd_boosts, "Retrieval boosts learnt from ratings (nightly); "
+                "--recompute now, --reset to remove them all")
+    p.add_argument("--recompute", action="store_true")
+    p.add_argument("--reset", action="store_true")
+    p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--json", action="store_true")
     p = command("log", cmd_log, "Who changed the knowledge base, newest first")
     p.add_argument("--limit", type=int, default=30)
     p.add_argument("--json", action="store_true")

@@ -14,13 +14,16 @@ from collections.abc import Callable
 
 TokenCounter = Callable[[str], int]
 
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
+PATH_SEPARATOR = " › "
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？…])\s+|(?<=[。！？])")
 
 
-def _paragraphs(text: str) -> list[tuple[str, str]]:
-    """(heading, paragraph) pairs in order; the heading is the nearest one above."""
+def _paragraphs(text: str, section_path: bool = False) -> list[tuple[str, str]]:
+    """(heading, paragraph) pairs in order; the heading is the nearest one above, or with
+    `section_path` the chain of headings above it ("Install › Linux › Debian")."""
     heading = ""
+    stack: list[tuple[int, str]] = []
     out: list[tuple[str, str]] = []
     for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
         lines = [ln for ln in block.strip().split("\n") if ln.strip()]
@@ -31,7 +34,9 @@ def _paragraphs(text: str) -> list[tuple[str, str]]:
                 if body:
                     out.append((heading, "\n".join(body)))
                     body = []
-                heading = m.group(1).strip()
+                level, name = len(m.group(1)), m.group(2).strip()
+                stack = [(lv, h) for lv, h in stack if lv < level] + [(level, name)]
+                heading = PATH_SEPARATOR.join(h for _, h in stack) if section_path else name
             else:
                 body.append(line.rstrip())
         if body:
@@ -71,8 +76,9 @@ def _tail(piece: str, overlap_tokens: int, count: TokenCounter) -> str:
 
 
 def chunk_text(text: str, count: TokenCounter, max_tokens: int = 200,
-               overlap_tokens: int = 40) -> list[str]:
-    """Chunks of at most about `max_tokens` tokens (heading included), in document order."""
+               overlap_tokens: int = 40, section_path: bool = False) -> list[str]:
+    """Chunks of at most about `max_tokens` tokens (heading included), in document order;
+    each starts with its heading, or its whole section path with `section_path`."""
     chunks: list[str] = []
     current: list[str] = []
     current_heading = ""
@@ -82,7 +88,7 @@ def chunk_text(text: str, count: TokenCounter, max_tokens: int = 200,
             prefix = f"{current_heading}\n" if current_heading else ""
             chunks.append(prefix + "\n\n".join(current))
 
-    for heading, para in _paragraphs(text):
+    for heading, para in _paragraphs(text, section_path):
         budget = max_tokens - (count(heading) + 1 if heading else 0)
         for piece in _split_long(para, max(budget, 16), count):
             size = count(piece)

@@ -7,6 +7,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 # Page furniture, not content: dropped from HTML before the text is taken.
@@ -14,7 +15,7 @@ _BOILERPLATE_TAGS = ("script", "style", "nav", "header", "footer", "aside", "for
                      "select", "button", "iframe", "svg", "template")
 _BOILERPLATE_ATTR = re.compile(
     r"(^|[\s_-])(nav|navbar|menu|mainmenu|submenu|sidebar|breadcrumbs?|footer|header|banner|"
-    r"searchmenu|search|cookie|toc|nosearch|skip)([\s_-]|$)", re.I)
+    r"searchmenu|search|cookie|toc|nosearch|skip|navheader|navfooter)([\s_-]|$)", re.I)
 _BLOCK_TAGS = ("p", "div", "li", "pre", "tr", "table", "ul", "ol", "blockquote", "dd", "dt",
                "section", "article", "main", "br", "hr", "dl", "figure", "caption")
 
@@ -83,6 +84,9 @@ def html_to_text(html: str) -> tuple[str | None, str]:
 
     soup = BeautifulSoup(html, "html.parser")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
+    summary = _summary(soup)
+    if title and summary and summary.lower() not in title.lower():
+        title = f"{title} — {summary}"
     for tag in soup(_BOILERPLATE_TAGS):
         tag.decompose()
     for tag in soup.find_all(True):
@@ -101,6 +105,20 @@ def html_to_text(html: str) -> tuple[str | None, str]:
     lines = [re.sub(r"[ \t\xa0]+", " ", ln).strip() for ln in body.get_text().split("\n")]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return title, text
+
+
+def _summary(soup: Any) -> str | None:
+    """A page's one-line summary where the format has one: a manual page's purpose line
+    (DocBook's refpurpose) or the page's meta description."""
+    purpose = soup.select_one(".refnamediv p, .refpurpose")
+    text = purpose.get_text(" ", strip=True) if purpose else None
+    if text and "—" in text:
+        text = text.split("—", 1)[1]
+    if not text:
+        meta = soup.find("meta", attrs={"name": "description"})
+        text = str(meta.get("content") or "") if meta else None
+    text = re.sub(r"\s+", " ", text or "").strip()
+    return text[:160] or None
 
 
 def pdf_to_text(data: bytes, name: str) -> tuple[str | None, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.config import Settings
 from bot.model import load_model, resolve_base_model
 from bot.prompting import render
+from bot.storage.boosts import BoostStore
 from bot.storage.db import Database
 from bot.storage.training import TrainingStore
 from tuning.config import TuneConfig
@@ -53,9 +54,12 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     from tuning.train import load_for_training, train
 
     with tuning_run(settings, cfg, "nightly") as run:
+        # Retrieval learns from the same ratings every night, whether or not a model trains.
+        boosts = BoostStore(run.store.db).recompute(actor="nightly")
         data = collect_feedback(run.store, run.store.last_data_until("nightly"),
                                 cfg.max_rows_per_user, cfg.seed)
-        run.sizes = {"sft": len(data.sft), "kto": len(data.kto)}
+        run.sizes = {"sft": len(data.sft), "kto": len(data.kto),
+                     "boosted_chunks": boosts["chunks"]}
         if data.size < cfg.min_rows:
             return run.skip(f"Skipping: only {data.size} new training rows since the last run "
                             f"(need {cfg.min_rows}).")

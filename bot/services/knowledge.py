@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -15,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from bot.services import UserError
+from bot.storage.boosts import BoostStore
 from bot.storage.store import DocumentInfo, Store
 from knowledge.chunking import chunk_text
 from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file, parse_text
 from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
+from knowledge.retrieval import Ranking, fetch_size, rank
 
 logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "samples"
 SYSTEM_ACTOR = "system"
+BOOSTS_TTL_S = 60.0  # how long a process keeps the nightly boosts before reading them again
 INGEST_BATCH_CHUNKS = 256  # chunks of several files embedded in one call (sorted by length)
 
 
@@ -52,9 +56,13 @@ class IndexProblem:
 class KnowledgeService:
     """Add, replace, remove, search, check and rebuild the knowledge base."""
 
-    def __init__(self, store: Store, index: KnowledgeIndex, embedder: Embedder) -> None:
+    def __init__(self, store: Store, index: KnowledgeIndex, embedder: Embedder,
+                  ranking: Ranking | None = None, boosts: BoostStore | None = None) -> None:
         self.store = store
         self.index = index
+        self.ranking = ranking or Ranking()
+        self.boosts = boosts or BoostStore(store.db)
+        self._boost_map: tuple[float, dict[str, float]] = (-BOOSTS_TTL_S, {})
         self._embedder = embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
@@ -170,10 +178,20 @@ class KnowledgeService:
         return info, self.store.document_text(document_id) or ""
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
-        """The `k` best chunks of current document versions, best first."""
-        hits = self.index.search(query, k * 2)
+        """The `k` best chunks of current document versions, best first (see
+        `knowledge.retrieval`: at most `ranking.per_document` chunks of one document, nudged
+        by feedback boosts)."""
+        hits = self.index.search(query, 2 * fetch_size(k, self.ranking))
         current = self.store.current_versions({h.document_id for h in hits})
-        return [h for h in hits if current.get(h.document_id) == h.version][:k]
+        hits = [h for h in hits if current.get(h.document_id) == h.version]
+        return rank(query, hits, k, self.ranking, self._current_boosts())
+
+    def _current_boosts(self) -> dict[str, float]:
+        loaded_at, boosts = self._boost_map
+        if time.monotonic() - loaded_at >= BOOSTS_TTL_S:
+            boosts = self.boosts.as_map()
+            self._boost_map = (time.monotonic(), boosts)
+        return boosts
 
     def evidence(self, question: str, hits: list[Hit], k: int = 3,
                  context: str = "") -> list[Evidence]:

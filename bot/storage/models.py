@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -165,6 +166,21 @@ class Correction(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RetrievalBoost(Base):
+    """A small ranking nudge for one indexed chunk, recomputed nightly from the ratings of the
+    answers that cited it (see `knowledge.retrieval.feedback_boosts`)."""
+
+    __tablename__ = "retrieval_boosts"
+    __table_args__ = (UniqueConstraint("chunk_id", name="uq_retrieval_boosts_chunk_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    boost: Mapped[float] = mapped_column(Float)
+    up: Mapped[int] = mapped_column(Integer, default=0)    # users whose 👍 answers cited it
+    down: Mapped[int] = mapped_column(Integer, default=0)  # users who 👎 and corrected them
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TrainingRun(Base):

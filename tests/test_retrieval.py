@@ -1,0 +1,93 @@
+"""Ranking retrieved chunks: one chunk per document, and feedback boosts that are bounded,
+count each user once, are recorded, and can be removed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bot.services.knowledge import KnowledgeService
+from bot.storage.store import UserInfo
+from bot.wiring import Services
+from knowledge.index import Hit
+from knowledge.retrieval import (
+    BOOST_USERS,
+    MAX_BOOST,
+    Ranking,
+    Vote,
+    feedback_boosts,
+    lexical_overlap,
+    rank,
+)
+
+
+def hit(doc: int, chunk: int, score: float, text: str = "text") -> Hit:
+    return Hit(f"{doc}:1:{chunk}", doc, 1, f"Doc {doc}", text, score)
+
+
+def test_one_chunk_per_document_makes_five_hits_five_candidates() -> None:
+    hits = [hit(1, 0, 0.9), hit(1, 1, 0.89), hit(1, 2, 0.88), hit(2, 0, 0.7), hit(3, 0, 0.6)]
+    top = rank("q", hits, 3, Ranking(per_document=1))
+    assert [h.document_id for h in top] == [1, 2, 3]
+    assert [h.score for h in top] == [0.9, 0.7, 0.6]  # cosine kept for the thresholds downstream
+    assert [h.document_id for h in rank("q", hits, 3, Ranking(per_document=2))] == [1, 1, 2]
+
+
+def test_document_score_and_rare_words_reorder_near_ties() -> None:
+    hits = [hit(1, 0, 0.80), hit(2, 0, 0.79), hit(2, 1, 0.70)]
+    assert rank("q", hits, 2, Ranking())[0].document_id == 1
+    assert rank("q", hits, 2, Ranking(document_share=0.1))[0].document_id == 2
+    words = [hit(1, 0, 0.80, "how to remove rows"), hit(2, 0, 0.79, "TRUNCATE empties a table")]
+    assert lexical_overlap("truncate a table", words[1].text) > lexical_overlap(
+        "truncate a table", words[0].text)
+    assert rank("truncate a table", words, 1, Ranking(lexical_weight=0.1))[0].document_id == 2
+
+
+def test_boosts_are_bounded_and_count_each_user_once() -> None:
+    one_user = [Vote(7, 1, ("1:1:0",))] * 500
+    (boost, up, down), = feedback_boosts(one_user).values()
+    assert (up, down) == (1, 0)
+    assert boost == pytest.approx(MAX_BOOST * math.tanh(1 / BOOST_USERS))
+    crowd = [Vote(u, 1, ("1:1:0",)) for u in range(1000)]
+    assert 0 < feedback_boosts(crowd)["1:1:0"][0] <= MAX_BOOST
+    # A user who rated both ways nets out; opposing users cancel.
+    mixed = [Vote(1, 1, ("a",)), Vote(1, -1, ("a",)), Vote(2, 1, ("b",)), Vote(3, -1, ("b",))]
+    assert feedback_boosts(mixed) == {}
+    assert feedback_boosts([Vote(4, -1, ("c",))])["c"][0] < 0
+
+
+def _answer(services: Services, chunk_ids: list[str]) -> int:
+    conv = services.store.active_conversation(1)
+    return services.store.add_message(conv, "assistant", "an answer", chunk_ids=chunk_ids)
+
+
+def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    knowledge.ranking = Ranking(per_document=1)
+    # Close in similarity (0.81 and 0.78 with the fake embedder): ratings decide.
+    a = knowledge.add_text("Parking", "Parking is free for guests at the back.", "t:a", "test")
+    b = knowledge.add_text("Parking", "Parking is free for guests, ask at the desk.", "t:b",
+                           "test")
+    query = "Is parking free for guests?"
+    before = [h.document_id for h in knowledge.search(query, 2)]
+    assert before[0] == a.document.id
+    loser, winner = f"{a.document.id}:1:0", f"{b.document.id}:1:0"
+    for user in (11, 12, 13, 14):
+        services.feedback.rate(_answer(services, [winner]), UserInfo(user), 1)
+        down = _answer(services, [loser])
+        services.feedback.rate(down, UserInfo(user), -1)
+        services.feedback.correct(down, UserInfo(user), "Parking costs 5 euros.")
+    services.feedback.rate(_answer(services, [loser]), UserInfo(15), -1)  # no correction: no vote
+    summary = knowledge.boosts.recompute("test")
+    assert summary == {"chunks": 2, "raised": 1, "lowered": 1}
+    boosts = {b.chunk_id: b for b in knowledge.boosts.all()}
+    assert (boosts[winner].up, boosts[loser].down) == (4, 4)
+    knowledge._boost_map = (-1e9, {})  # skip the cache's minute
+    after = knowledge.search(query, 2)
+    assert [h.document_id for h in after] == [b.document.id, a.document.id]
+    assert "boosts" in [e.action for e in services.store.audit_entries(5)]
+
+    assert knowledge.boosts.reset("test") == 2
+    knowledge._boost_map = (-1e9, {})
+    assert [h.document_id for h in knowledge.search(query, 2)] == before
