@@ -102,6 +102,26 @@ def cmd_db_restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_purge(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.services.feedback import FeedbackService
+    from bot.storage.store import Store
+    from bot.storage.training import TrainingStore
+    from bot.wiring import open_database
+
+    days = args.days or settings.retention_days
+    if not days:
+        print("Give --days N or set RETENTION_DAYS.", file=sys.stderr)
+        return 2
+    db = open_database(settings)
+    try:
+        counts = FeedbackService(Store(db)).purge(days, TrainingStore(db).last_data_until())
+    finally:
+        db.dispose()
+    print(f"Purged conversations older than {days} days: " +
+          ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "directory; PostgreSQL: prints the pg_dump command")
     p.add_argument("path", type=Path)
     p.set_defaults(func=cmd_db_backup)
+    p = db.add_parser("purge", help="Delete conversations older than --days (default "
+                      "RETENTION_DAYS), keeping rated answers a trained adapter learnt from")
+    p.add_argument("--days", type=int)
+    p.set_defaults(func=cmd_db_purge)
     p = db.add_parser("restore", help="Put a backup in place and rebuild the knowledge index")
     p.add_argument("path", type=Path)
     p.add_argument("--force", action="store_true", help="Replace an existing database")

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")
     generation_timeout_s: float = Field(60.0, gt=0, description="Longest time one answer may take.")
 
+    retention_days: int | None = Field(
+        None, ge=1, description="Delete conversations older than this many days, once a day "
+        "(rated answers a trained adapter learnt from are kept as its record); empty = keep all.")
     tune_nightly_at: str = Field("", description="HH:MM local time for nightly retraining; empty = off.")
 
     @field_validator("tune_nightly_at")

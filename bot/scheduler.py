@@ -46,3 +46,25 @@ def schedule_nightly(application: Application, at: str) -> None:
     assert application.job_queue is not None, "needs python-telegram-bot[job-queue]"
     application.job_queue.run_daily(run_nightly_job, time=when, name="nightly-retraining")
     logger.info("Nightly retraining scheduled daily at %s local time", at)
+
+
+async def run_retention_job(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """RETENTION_DAYS: purge old conversations (see `FeedbackService.purge`)."""
+    from bot.storage.training import TrainingStore
+
+    services = context.application.bot_data["services"]
+    days = services.settings.retention_days
+    try:
+        trained = await asyncio.to_thread(TrainingStore(services.db).last_data_until)
+        await asyncio.to_thread(services.feedback.purge, days, trained)
+    except Exception:  # a failed purge is retried tomorrow; the bot keeps answering
+        logger.exception("Retention purge failed")
+
+
+def schedule_retention(application: Application, days: int | None) -> None:
+    if not days:
+        return
+    assert application.job_queue is not None, "needs python-telegram-bot[job-queue]"
+    application.job_queue.run_repeating(run_retention_job, interval=dt.timedelta(days=1),
+                                        first=60, name="retention")
+    logger.info("Conversations older than %d days are purged daily", days)

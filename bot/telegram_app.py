@@ -13,7 +13,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 from bot import handlers, handlers_admin
 from bot.config import Settings
 from bot.resilience import RetryingRateLimiter, once_per_update
-from bot.scheduler import schedule_nightly
+from bot.scheduler import schedule_nightly, schedule_retention
 from bot.services.queue import FairQueue, RateLimiter
 from bot.wiring import Services
 
@@ -58,6 +58,7 @@ def build_application(settings: Settings, services: Services) -> Application:
     )
     application.bot_data["services"] = services
     schedule_nightly(application, settings.tune_nightly_at)
+    schedule_retention(application, settings.retention_days)
     application.bot_data["queue"] = FairQueue(settings.generation_workers,
                                               settings.queue_max_waiting,
                                               settings.queue_max_per_user)

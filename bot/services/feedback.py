@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from bot.storage.store import RatingOutcome, Store, UserInfo
 
@@ -44,6 +45,15 @@ class FeedbackService:
     def correction_target(self, chat_id: int, replied_to: int, user_id: int) -> int | None:
         """The answer a reply to Telegram message `replied_to` corrects, if it is one."""
         return self.store.correction_target(chat_id, replied_to, user_id)
+
+    def purge(self, retention_days: int, trained_until: datetime | None) -> dict[str, int]:
+        """RETENTION_DAYS: delete conversations older than `retention_days`, keeping rated
+        answers from before `trained_until` (a trained adapter's record)."""
+        cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+        keep_before = min(trained_until, cutoff) if trained_until else None
+        counts = self.store.purge_before(cutoff, keep_before)
+        logger.info("Retention (%d days): purged %s", retention_days, counts)
+        return counts
 
     def forget(self, user_id: int) -> dict[str, int]:
         """/forget: delete what the user left here and exclude them from training for good."""

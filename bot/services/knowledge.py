@@ -23,7 +23,7 @@ from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file,
 from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
-from knowledge.retrieval import Ranking, fetch_size, rank
+from knowledge.retrieval import DEFAULT_RANKING, Ranking, fetch_size, rank
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class KnowledgeService:
                   ranking: Ranking | None = None, boosts: BoostStore | None = None) -> None:
         self.store = store
         self.index = index
-        self.ranking = ranking or Ranking()
+        self.ranking = ranking or DEFAULT_RANKING
         self.boosts = boosts or BoostStore(store.db)
         self._boost_map: tuple[float, dict[str, float]] = (-BOOSTS_TTL_S, {})
         self._embedder = embedder

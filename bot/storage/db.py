@@ -48,6 +48,7 @@ def make_engine(url: str) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -91,6 +92,14 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()
+
+    def scrub(self) -> None:
+        """After deleting personal data: move the write-ahead log into the database file and
+        truncate it, so no copy of the deleted rows stays in the -wal file (secure_delete has
+        already zeroed them in the file's pages). PostgreSQL's VACUUM runs on its own."""
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def dispose(self) -> None:
         self.engine.dispose()

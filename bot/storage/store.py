@@ -253,7 +253,36 @@ class Store:
             user = s.get(User, user_id)
             if user is not None:
                 user.forgotten_at, user.username, user.first_name = utcnow(), None, None
-            return counts
+        self.db.scrub()
+        return counts
+
+    def purge_before(self, cutoff: datetime, keep_rated_before: datetime | None) -> dict[str, int]:
+        """Delete messages older than `cutoff` with their ratings and corrections, and the
+        conversations left empty. Rated answers from before `keep_rated_before` (what a trained
+        adapter learnt from) stay, with their questions, as that training's record; a user
+        who asked to be forgotten has none left to keep."""
+        with self.db.write() as s:
+            old = select(Message.id).where(Message.created_at < cutoff)
+            keep: set[int] = set()
+            if keep_rated_before is not None:
+                rated = set(s.scalars(select(Rating.message_id).join(Message, Message.id == Rating.message_id)
+                                      .where(Message.created_at < keep_rated_before)))
+                keep = rated | {q for q in s.scalars(select(Message.question_id)
+                                                      .where(Message.id.in_(rated))) if q}
+            doomed = set(s.scalars(old)) - keep
+            counts = {"ratings": 0, "corrections": 0, "messages": 0}
+            ids = sorted(doomed)
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                counts["ratings"] += _affected(s.execute(delete(Rating).where(Rating.message_id.in_(part))))
+                counts["corrections"] += _affected(s.execute(delete(Correction)
+                                                             .where(Correction.message_id.in_(part))))
+                counts["messages"] += _affected(s.execute(delete(Message).where(Message.id.in_(part))))
+            counts["conversations"] = _affected(s.execute(
+                delete(Conversation).where(Conversation.started_at < cutoff,
+                                           ~Conversation.messages.any())))
+        self.db.scrub()
+        return counts
 
     # --- documents (every change writes an audit entry in the same transaction) --------------
 
