@@ -4,7 +4,8 @@ The dense index returns the nearest chunks; several often come from one long pag
 would be two or three candidates. Ranking here turns them into documents first (a document
 scores by its best chunk plus a share of its other good chunks, and a small lexical bonus for the
 question's rare words appearing in it), then hands out at most `per_document` chunks of each
-document in that order. The chunk's own `score` stays its cosine similarity, so thresholds
+document in that order (then, if there are fewer documents than k, their next best chunks).
+The chunk's own `score` stays its cosine similarity, so thresholds
 downstream keep their meaning. Every knob was chosen by `bench/retrieval` on two corpora.
 """
 
@@ -31,6 +32,10 @@ class Ranking:
     per_document: int = 1    # chunks of one document in the top k
     document_share: float = 0.0  # weight of a document's second and third best chunks
     lexical_weight: float = 0.0  # weight of the rare-word overlap (0..1) in a chunk's score
+
+
+# What the product uses, chosen by bench/retrieval on both corpora (see the README).
+DEFAULT_RANKING = Ranking(per_document=1)
 
 
 @lru_cache(maxsize=65536)
@@ -84,8 +89,11 @@ def rank(query: str, hits: Sequence[Hit], k: int, ranking: Ranking,
     for _, chunks in documents:
         out.extend(hit for _, hit in chunks[: ranking.per_document])
         if len(out) >= k:
-            break
-    return out[:k]
+            return out[:k]
+    # Fewer documents than k (a small knowledge base): fill with their next best chunks.
+    rest = sorted(((s, h) for _, chunks in documents for s, h in chunks[ranking.per_document:]),
+                  key=lambda pair: -pair[0])
+    return out + [h for _, h in rest[: k - len(out)]]
 
 
 def fetch_size(k: int, ranking: Ranking) -> int:
