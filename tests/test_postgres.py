@@ -25,6 +25,14 @@ def fresh_database(postgres_url: str) -> str:
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def test_migrations_round_trip_on_postgres(postgres_url: str) -> None:
+    from tests.test_storage import assert_migrations_round_trip
+
+    db = Database(fresh_database(postgres_url))
+    assert_migrations_round_trip(db)
+    db.dispose()
+
+
 def test_migrations_and_ratings_on_postgres(postgres_url: str) -> None:
     db = Database(fresh_database(postgres_url))
     db.upgrade()

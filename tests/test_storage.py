@@ -77,17 +77,32 @@ def test_concurrent_read_then_write_transactions_do_not_fail(tmp_path) -> None:
     assert errors == []
 
 
-def test_the_migrations_build_exactly_the_models_schema(tmp_path) -> None:
-    """Alembic's autogenerate comparison finds nothing to add, drop or change."""
+def assert_migrations_round_trip(db: Database) -> None:
+    """upgrade → downgrade to nothing → upgrade, then Alembic's autogenerate comparison finds
+    nothing to add, drop or change between the models and the migrated schema."""
+    from alembic import command
     from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
     from alembic.migration import MigrationContext
 
+    from bot.storage.db import ALEMBIC_DIR
     from bot.storage.models import Base
 
-    store = make_store(tmp_path)
-    with store.db.engine.connect() as conn:
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    db.upgrade()
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+    db.upgrade()
+    with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_the_migrations_round_trip_and_build_exactly_the_models_schema(tmp_path) -> None:
+    assert_migrations_round_trip(make_store(tmp_path).db)
 
 
 def test_upgrade_links_answers_written_before_the_link_existed(tmp_path) -> None:
