@@ -40,7 +40,7 @@ bench-answers: $(STAMP)
 	$(BIN)/python bench/answers/run.py $(ARGS)
 
 bench-retrieval: $(STAMP)
-	@test -d /usr/share/doc/sqlite3 || { echo "Needs the corpus: apt-get install sqlite3-doc"; exit 1; }
+	@test -f /usr/share/doc/sqlite3/lang.html && test -d /usr/share/doc/postgresql-doc-15/html || { echo "Needs the corpora: apt-get install sqlite3-doc postgresql-doc-15"; exit 1; }
 	$(BIN)/python bench/retrieval/run.py $(ARGS)
 
 bench-nightly: $(STAMP)

@@ -1,10 +1,10 @@
 """Ranking retrieved chunks: which documents, and which of their chunks, a question gets.
 
 The dense index returns the nearest chunks; several often come from one long page, so five hits
-would be two or three candidates. Ranking here turns them into documents first (a document
-scores by its best chunk plus a share of its other good chunks, and a small lexical bonus for the
-question's rare words appearing in it), then hands out at most `per_document` chunks of each
-document in that order (then, if there are fewer documents than k, their next best chunks).
+would be two or three candidates. Ranking here orders chunks by similarity (a document's best
+chunk plus a share of its other good chunks, a small lexical bonus for the question's rare words,
+and the feedback boost) and hands out at most `per_document` chunks of each document (then, if
+there are fewer documents than k, their next best chunks).
 The chunk's own `score` stays its cosine similarity, so thresholds
 downstream keep their meaning. Every knob was chosen by `bench/retrieval` on two corpora.
 """
@@ -79,21 +79,28 @@ def rank(query: str, hits: Sequence[Hit], k: int, ranking: Ranking,
     by_document: dict[int, list[tuple[float, Hit]]] = defaultdict(list)
     for score, hit in scored:
         by_document[hit.document_id].append((score, hit))
-    documents = []
+    # A document's best chunk stands for the document (its score plus a share of its next two
+    # good chunks); the others keep their own score.
+    keyed: list[tuple[float, Hit]] = []
     for chunks in by_document.values():
         chunks.sort(key=lambda pair: -pair[0])
         others = sum(max(s, 0.0) for s, _ in chunks[1:3])
-        documents.append((chunks[0][0] + ranking.document_share * others, chunks))
-    documents.sort(key=lambda pair: -pair[0])
+        keyed.append((chunks[0][0] + ranking.document_share * others, chunks[0][1]))
+        keyed.extend(chunks[1:])
+    keyed.sort(key=lambda pair: -pair[0])
     out: list[Hit] = []
-    for _, chunks in documents:
-        out.extend(hit for _, hit in chunks[: ranking.per_document])
-        if len(out) >= k:
-            return out[:k]
+    skipped: list[Hit] = []
+    taken: dict[int, int] = defaultdict(int)
+    for _, hit in keyed:
+        if taken[hit.document_id] < ranking.per_document:
+            taken[hit.document_id] += 1
+            out.append(hit)
+            if len(out) == k:
+                return out
+        else:
+            skipped.append(hit)
     # Fewer documents than k (a small knowledge base): fill with their next best chunks.
-    rest = sorted(((s, h) for _, chunks in documents for s, h in chunks[ranking.per_document:]),
-                  key=lambda pair: -pair[0])
-    return out + [h for _, h in rest[: k - len(out)]]
+    return out + skipped[: k - len(out)]
 
 
 def fetch_size(k: int, ranking: Ranking) -> int:

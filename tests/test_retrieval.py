@@ -32,6 +32,9 @@ def test_one_chunk_per_document_makes_five_hits_five_candidates() -> None:
     assert [h.document_id for h in top] == [1, 2, 3]
     assert [h.score for h in top] == [0.9, 0.7, 0.6]  # cosine kept for the thresholds downstream
     assert [h.document_id for h in rank("q", hits, 3, Ranking(per_document=2))] == [1, 1, 2]
+    # No cap (answering): plain similarity order.
+    assert [h.chunk_id for h in rank("q", hits, 5, Ranking(per_document=5))] == [
+        h.chunk_id for h in hits]
     # A small knowledge base with fewer documents than k: the best documents' other chunks.
     assert [h.chunk_id for h in rank("q", hits[:4], 4, Ranking(per_document=1))] == [
         "1:1:0", "2:1:0", "1:1:1", "1:1:2"]

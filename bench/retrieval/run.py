@@ -1,38 +1,54 @@
-"""Retrieval benchmark on a real documentation corpus (Debian's `sqlite3-doc` HTML).
+"""Retrieval benchmark on two real documentation corpora of different kinds, installed by apt:
+Debian's `sqlite3-doc` (766 HTML pages: tutorials, C API, SQL reference) and the SQL command and
+client/server application reference pages of `postgresql-doc-15` (218 manual pages).
 
-Builds a knowledge base with the product's own ingest path (SQL + Chroma + the packaged
-embedding model), then measures:
-  * quality: recall@1, recall@5 and MRR@10 of the expected page over questions.json;
-  * ingest throughput: pages/s and chunks/s;
-  * query latency (embed + Chroma + SQL version filter), p50/p95, at the corpus size and with
-    the index padded to ~10k and ~100k chunks. Padding chunks carry random unit vectors (no
-    text to embed), so they cost the index what real chunks would, without an hour of CPU.
+One run measures, on this machine:
+  * quality per variant and corpus: recall@1, recall@5 (expected page among the documents of
+    the top 5 chunks) and MRR@10 over hand-written paraphrased questions; weights are fitted on
+    sqlite and checked on postgresql (bench/retrieval/quality.py);
+  * ingest throughput, side by side on the same pages: one file at a time with
+    sentence-transformers (the path before this change) and `add_files` with ONNX Runtime;
+  * query latency of the product's search (embed + Chroma + SQL version filter + ranking),
+    p50/p95, at the corpus size and with the index padded to 100k chunks (random unit vectors).
 
-Usage: python bench/retrieval/run.py [--corpus DIR] [--out FILE] [--sizes 10000 100000]
+Usage: python bench/retrieval/run.py [--out FILE] [--sizes 100000] [--ingest-pages 60]
+Needs: apt-get install sqlite3-doc postgresql-doc-15
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import random
-import re
 import shutil
+import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import quality  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from bot.services import UserError  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
+from knowledge.embeddings import SentenceTransformerEmbedder, load_embedder  # noqa: E402
+from knowledge.retrieval import DEFAULT_RANKING  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CORPUS = Path("/usr/share/doc/sqlite3")
+ROOT = HERE.parents[1]
+CACHE = ROOT / ".cache" / "bench-retrieval"
+PG_HTML = Path("/usr/share/doc/postgresql-doc-15/html")
+CORPORA = {
+    "sqlite": (lambda: sorted(Path("/usr/share/doc/sqlite3").rglob("*.html")), "questions.json",
+               "sqlite3-doc"),
+    "postgresql": (lambda: sorted([*PG_HTML.glob("sql-*.html"), *PG_HTML.glob("app-*.html")]),
+                   "questions_postgresql.json", "postgresql-doc-15"),
+}
+FIT_ON = "sqlite"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -40,189 +56,179 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def rank_of(expected: str, sources: list[str]) -> int | None:
-    """1-based rank of the first hit whose source file is `expected`, over unique documents."""
-    seen: list[str] = []
-    for source in sources:
-        if source not in seen:
-            seen.append(source)
-    for i, source in enumerate(seen, 1):
-        if Path(source).name == expected:
-            return i
-    return None
+def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+    """{variant: {corpus: metrics}} and the chosen settings."""
+    results: dict[str, dict[str, dict]] = {}
+    chosen: dict = {}
+    corpora = {}
+    for name, (pages, qfile, _) in CORPORA.items():
+        corpus = quality.load_corpus(name, pages())
+        questions = json.loads((HERE / qfile).read_text())
+        cache = quality.VectorCache(CACHE / f"vectors-{name}.npz", embedder)
+        qvecs = np.array(embedder.embed([q["q"] for q in questions]), dtype=np.float32)
+        corpora[name] = (corpus, questions, cache, qvecs)
+        print(f"{name}: {len(corpus.pages)} pages, {len(questions)} questions", flush=True)
+        for variant, (options, ranking, weight) in quality.VARIANTS.items():
+            chunks = quality.build_chunks(corpus, embedder, cache, **options)
+            results.setdefault(variant, {})[name] = quality.evaluate(
+                corpus, chunks, questions, qvecs, ranking, weight)
+            print(f"  {variant}: {_brief(results[variant][name])}", flush=True)
+    # Chunk text: keep each option only if it does not hurt either corpus.
+    options = {"summary": False, "section_path": False}
+    for variant, key in (("+ one-line summary in the title", "summary"),
+                         ("+ section path", "section_path")):
+        previous = "dense (before)" if key == "summary" else "+ one-line summary in the title"
+        if all(results[variant][c]["mrr@10"] >= results[previous][c]["mrr@10"] for c in CORPORA):
+            options[key] = True
+    chosen["chunk_text"] = options
+    base = quality.Ranking(per_document=1)
+    built = {name: quality.build_chunks(c[0], embedder, c[2], **options)
+             for name, c in corpora.items()}
+    for name, chunks in built.items():
+        chunks.bm25 = quality.BM25([f"{corpora[name][0].titles[d]}\n{t}"
+                                    for d, t in zip(chunks.doc, chunks.text, strict=True)])
+    for variant, (ranking, weight) in quality.ranking_grid(base).items():
+        for name, (corpus, questions, _, qvecs) in corpora.items():
+            results.setdefault(variant, {})[name] = quality.evaluate(
+                corpus, built[name], questions, qvecs, ranking, weight)
+        print(f"  {variant}: " + ", ".join(f"{c} {_brief(results[variant][c])}" for c in CORPORA),
+              flush=True)
+    # Fit on one corpus (best MRR@10), check on the other.
+    fitted = max(quality.ranking_grid(base), key=lambda v: results[v][FIT_ON]["mrr@10"])
+    chosen["ranking_fitted_on_" + FIT_ON] = fitted
+    product = DEFAULT_RANKING
+    chosen["product_ranking"] = str(product)
+    chosen["feedback"] = {}
+    for name, (corpus, questions, _, qvecs) in corpora.items():
+        chosen["feedback"][name] = quality.simulate_feedback(corpus, built[name], questions,
+                                                             qvecs, product)
+        print(f"feedback {name}: {chosen['feedback'][name]}", flush=True)
+    return results, chosen
 
 
-class BM25:
-    """Okapi BM25 over the indexed chunks: the lexical half of the hybrid experiment."""
-
-    def __init__(self, docs: dict[str, str], k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tf = {cid: Counter(self.tokens(t)) for cid, t in docs.items()}
-        self.len = {cid: sum(tf.values()) for cid, tf in self.tf.items()}
-        self.avg = sum(self.len.values()) / max(len(self.len), 1)
-        df = Counter(w for tf in self.tf.values() for w in tf)
-        n = len(self.tf)
-        self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
-        self.postings: dict[str, list[str]] = {}
-        for cid, tf in self.tf.items():
-            for w in tf:
-                self.postings.setdefault(w, []).append(cid)
-
-    @staticmethod
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"\w+", text.lower())
-
-    def search(self, query: str, k: int) -> list[str]:
-        scores: Counter[str] = Counter()
-        for w in set(self.tokens(query)):
-            for cid in self.postings.get(w, []):
-                tf = self.tf[cid][w]
-                norm = tf + self.k1 * (1 - self.b + self.b * self.len[cid] / self.avg)
-                scores[cid] += self.idf[w] * tf * (self.k1 + 1) / norm
-        return [cid for cid, _ in scores.most_common(k)]
+def _brief(m: dict) -> str:
+    return f"R@1 {m['recall@1']:.3f} R@5 {m['recall@5']:.3f} MRR {m['mrr@10']:.3f}"
 
 
-def hybrid_search(knowledge, bm25: BM25, query: str, k: int = 50):  # type: ignore[no-untyped-def]
-    """Reciprocal-rank fusion of the dense and the BM25 rankings; returns document ids."""
-    dense = knowledge.index.search(query, k)
-    fused: Counter[str] = Counter()
-    for rank, hit in enumerate(dense):
-        fused[hit.chunk_id] += 1 / (60 + rank)
-    for rank, cid in enumerate(bm25.search(query, k)):
-        fused[cid] += 1 / (60 + rank)
-    return [int(cid.split(":")[0]) for cid, _ in fused.most_common(20)]
-
-
-def evaluate(knowledge, questions: list[dict], sources: dict[int, str], bm25=None) -> dict:  # type: ignore[no-untyped-def]
-    ranks, latencies = [], []
-    for item in questions:
+def measure_ingest(pages: list[Path], data_dir: Path) -> dict:
+    """The same pages through both ingest paths, each into a fresh knowledge base."""
+    out = {}
+    for label, batched in (("one file at a time, sentence-transformers (before)", False),
+                           ("add_files, ONNX Runtime (now)", True)):
+        # A directory of its own each: Chroma keeps one client per path for the process.
+        path = data_dir / ("now" if batched else "before")
+        shutil.rmtree(path, ignore_errors=True)
+        settings = Settings(data_dir=path, model_cache_dir=ROOT / ".cache" / "models",
+                            _env_file=None)
+        embedder = (load_embedder(None, settings.models_dir / "embeddings") if batched
+                    else SentenceTransformerEmbedder())
+        services = build_services(settings, with_chat=False, seed=False, embedder=embedder)
+        embedder.embed(["warm up"])
         started = time.perf_counter()
-        if bm25 is None:
-            doc_ids = [h.document_id for h in knowledge.search(item["q"], 10)]
+        if batched:
+            for _ in services.knowledge.add_files(pages, actor="bench"):
+                pass
         else:
-            doc_ids = hybrid_search(knowledge, bm25, item["q"])
-        latencies.append((time.perf_counter() - started) * 1000)
-        ranks.append(rank_of(item["doc"], [sources[d] for d in doc_ids if d in sources]))
-    n = len(questions)
-    return {
-        "recall@1": round(sum(r == 1 for r in ranks) / n, 3),
-        "recall@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 3),
-        "mrr@10": round(sum(1 / r for r in ranks if r) / n, 3),
-        "misses": [q["q"] for q, r in zip(questions, ranks) if r is None or r > 5],
-        "latency_ms": latencies,
-    }
+            for page in pages:
+                try:
+                    services.knowledge.add_file(page, actor="bench")
+                except UserError:
+                    pass
+        seconds = time.perf_counter() - started
+        chunks = services.knowledge.index.count()
+        out[label] = {"pages": len(pages), "chunks": chunks, "seconds": round(seconds, 1),
+                      "chunks_per_s": round(chunks / seconds, 1)}
+        print(f"ingest {label}: {out[label]}", flush=True)
+        services.close()
+    rates = [v["chunks_per_s"] for v in out.values()]
+    out["speed-up"] = round(rates[1] / rates[0], 2)
+    return out
 
 
-def latency_summary(latencies: list[float]) -> dict:
-    return {"p50_ms": round(percentile(latencies, 0.5), 1),
-            "p95_ms": round(percentile(latencies, 0.95), 1)}
+def measure_latency(pages: list[Path], questions: list[dict], data_dir: Path,
+                    sizes: list[int]) -> list[dict]:
+    """The product's search over the postgresql corpus, then padded to each size."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    settings = Settings(data_dir=data_dir, model_cache_dir=ROOT / ".cache" / "models",
+                        _env_file=None)
+    services = build_services(settings, with_chat=False, seed=False)
+    knowledge = services.knowledge
+    for _ in knowledge.add_files(pages, actor="bench"):
+        pass
+
+    def run() -> list[float]:
+        times = []
+        for item in questions * 2:
+            started = time.perf_counter()
+            knowledge.search(item["q"], 6)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+
+    run()  # warm-up
+    rows = [{"chunks": knowledge.index.count(), **_latency(run())}]
+    rng = np.random.default_rng(0)
+    collection = knowledge.index._collection
+    for size in sizes:
+        started = time.perf_counter()
+        while collection.count() < size:
+            n = min(5000, size - collection.count())
+            vectors = rng.normal(size=(n, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            start = collection.count()
+            collection.add(ids=[f"pad:{start + i}" for i in range(n)], embeddings=vectors,
+                           documents=["filler"] * n,
+                           metadatas=[{"document_id": -1, "version": 1, "chunk": i, "title": "pad"}
+                                      for i in range(n)])
+        rows.append({"chunks": collection.count(), **_latency(run()),
+                     "padding_insert_s": round(time.perf_counter() - started, 1)})
+        print(f"latency: {rows[-1]}", flush=True)
+    services.close()
+    return rows
 
 
-def pad_index(index, target: int, dim: int, rng: random.Random) -> int:  # type: ignore[no-untyped-def]
-    """Add random-vector chunks until the collection holds `target` chunks."""
-    collection = index._collection
-    added = 0
-    while collection.count() < target:
-        n = min(5000, target - collection.count())
-        vectors = []
-        for _ in range(n):
-            v = [rng.gauss(0, 1) for _ in range(dim)]
-            norm = sum(x * x for x in v) ** 0.5
-            vectors.append([x / norm for x in v])
-        start = collection.count()
-        ids = [f"pad:{start + i}" for i in range(n)]
-        collection.add(ids=ids, embeddings=vectors, documents=["filler"] * n,
-                       metadatas=[{"document_id": -1, "version": 1, "chunk": i, "title": "pad"}
-                                  for i in range(n)])
-        added += n
-    return added
+def _latency(times: list[float]) -> dict:
+    return {"p50_ms": round(percentile(times, 0.5), 1), "p95_ms": round(percentile(times, 0.95), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--questions", type=Path, default=HERE / "questions.json")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results" / "retrieval.json")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000],
-                        help="Pad the index to these chunk counts to measure latency")
-    parser.add_argument("--data-dir", type=Path,
-                        default=HERE.parents[1] / ".cache" / "bench-retrieval",
-                        help="Where the benchmark knowledge base lives; reused if present")
-    parser.add_argument("--rebuild", action="store_true", help="Ingest the corpus again")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--ingest-pages", type=int, default=60)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "ingest", "latency"])
     args = parser.parse_args()
-    if not args.corpus.exists():
-        raise SystemExit(f"{args.corpus} not found: apt-get install sqlite3-doc")
+    for name, (pages, _, package) in CORPORA.items():
+        if not pages():
+            raise SystemExit(f"The {name} corpus is missing: apt-get install {package}")
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
 
-    questions = json.loads(args.questions.read_text())
-    pages = sorted(p for p in args.corpus.rglob("*.html"))
-    data_dir = args.data_dir
-    if args.rebuild and data_dir.exists():
-        shutil.rmtree(data_dir)
-    built = data_dir.exists()
-    settings = Settings(data_dir=data_dir, _env_file=None)
-    services = build_services(settings, with_chat=False, seed=False)
-    knowledge = services.knowledge
-    ingest = None
-    if not built:
-        started = time.perf_counter()
-        added = skipped = 0
-        for page in pages:
-            try:
-                result = knowledge.add_file(page, actor="bench")
-                added += result.status.value == "added"
-            except UserError:
-                skipped += 1
-        ingest_s = time.perf_counter() - started
-        chunks = knowledge.index.count()
-        ingest = {"pages": added, "skipped": skipped, "chunks": chunks,
-                  "seconds": round(ingest_s, 1), "pages_per_s": round(added / ingest_s, 2),
-                  "chunks_per_s": round(chunks / ingest_s, 1)}
-        print(f"Ingested: {ingest}")
-    elif args.out.exists():
-        ingest = json.loads(args.out.read_text()).get("ingest")  # measured when it was built
-    sources = {d.id: d.source for d in knowledge.list_documents()}
-    batch = knowledge.index._collection.get(include=["documents"])
-    chunk_texts = dict(zip(batch["ids"], batch["documents"]))
-    corpus_chunks = len(chunk_texts)
+    def save() -> None:  # after each phase, so phases can also be run one at a time
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
-    evaluate(knowledge, questions[:5], sources)  # warm-up
-    dense = evaluate(knowledge, questions, sources)
-    dense["latency_ms"] += evaluate(knowledge, questions, sources)["latency_ms"]
-    hybrid = evaluate(knowledge, questions, sources, bm25=BM25(chunk_texts))
-    variants = {name: {k: v for k, v in r.items() if k in ("recall@1", "recall@5", "mrr@10")}
-                for name, r in (("dense", dense), ("hybrid_bm25_rrf", hybrid))}
-    print(f"Quality: {variants}")
-    scale = [{"chunks": corpus_chunks, **latency_summary(dense["latency_ms"])}]
-    rng = random.Random(0)
-    dim = len(knowledge._embedder.embed(["x"])[0])
-    for size in args.sizes:
-        t = time.perf_counter()
-        pad_index(knowledge.index, size, dim, rng)
-        pad_s = time.perf_counter() - t
-        runs = evaluate(knowledge, questions, sources)
-        runs["latency_ms"] += evaluate(knowledge, questions, sources)["latency_ms"]
-        scale.append({"chunks": knowledge.index.count(), **latency_summary(runs["latency_ms"]),
-                      "recall@5": runs["recall@5"], "padding_insert_s": round(pad_s, 1)})
-        print(f"{knowledge.index.count()} chunks: {scale[-1]}")
-    if args.sizes:  # padding is for measuring only: drop it so the next run starts clean
-        knowledge.index._collection.delete(where={"document_id": -1})
-    services.close()
-
-    result = {
-        "corpus": f"{args.corpus} (Debian sqlite3-doc), {len(pages)} HTML pages",
-        "questions": len(questions),
-        "embedding_model": settings.embedding_model or "all-MiniLM-L6-v2 (packaged)",
-        "recall@1": dense["recall@1"], "recall@5": dense["recall@5"],
-        "mrr@10": dense["mrr@10"],
-        "variants": variants,
-        "ingest": ingest,
-        "query_latency": scale,
-        "misses_at_5": dense["misses"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "misses_at_5"}, indent=2))
+    embedder = load_embedder(None, ROOT / ".cache" / "models" / "embeddings")
+    if "quality" not in args.skip:
+        result["variants"], result["chosen"] = measure_quality(embedder)
+        save()
+    pg_pages = CORPORA["postgresql"][0]()
+    if "ingest" not in args.skip:
+        sample = pg_pages[:: max(1, len(pg_pages) // args.ingest_pages)][: args.ingest_pages]
+        result["ingest"] = measure_ingest(sample, CACHE / "ingest")
+        save()
+    if "latency" not in args.skip:
+        questions = json.loads((HERE / CORPORA["postgresql"][1]).read_text())
+        result["query_latency"] = measure_latency(pg_pages, questions, CACHE / "latency",
+                                                  args.sizes)
+    result["corpora"] = {name: f"{package}: {len(pages())} HTML pages, "
+                         f"{len(json.loads((HERE / q).read_text()))} questions"
+                         for name, (pages, q, package) in CORPORA.items()}
+    result["embedding_model"] = "all-MiniLM-L6-v2 (packaged), ONNX Runtime"
+    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                         f"Python {platform.python_version()}")
+    for stale in ("recall@1", "recall@5", "mrr@10", "misses_at_5", "corpus", "questions"):
+        result.pop(stale, None)
+    save()
+    print(json.dumps({k: v for k, v in result.items() if k != "variants"}, indent=2))
 
 
 if __name__ == "__main__":

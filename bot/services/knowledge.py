@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -177,14 +177,16 @@ class KnowledgeService:
             return None
         return info, self.store.document_text(document_id) or ""
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, per_document: int | None = None) -> list[Hit]:
         """The `k` best chunks of current document versions, best first (see
-        `knowledge.retrieval`: at most `ranking.per_document` chunks of one document, nudged
-        by feedback boosts)."""
-        hits = self.index.search(query, 2 * fetch_size(k, self.ranking))
+        `knowledge.retrieval`: at most `per_document` chunks of one document, by default the
+        ranking's, nudged by feedback boosts)."""
+        ranking = self.ranking if per_document is None else replace(self.ranking,
+                                                                     per_document=per_document)
+        hits = self.index.search(query, 2 * fetch_size(k, ranking))
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
-        return rank(query, hits, k, self.ranking, self._current_boosts())
+        return rank(query, hits, k, ranking, self._current_boosts())
 
     def _current_boosts(self) -> dict[str, float]:
         loaded_at, boosts = self._boost_map

@@ -1,0 +1,232 @@
+"""Retrieval quality variants, measured in memory with the product's own parsing, chunking,
+embedding and ranking code (exact nearest neighbours, like Chroma's index at these sizes)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.chunking import chunk_text
+from knowledge.documents import UnsupportedDocument, parse_file
+from knowledge.index import Hit, KnowledgeIndex
+from knowledge.retrieval import Ranking, Vote, feedback_boosts, fetch_size, rank
+
+
+@dataclass
+class Corpus:
+    name: str
+    pages: list[Path]
+    titles: list[str]
+    plain_titles: list[str]  # without the one-line summary
+    texts: list[str]
+
+
+def load_corpus(name: str, pages: list[Path]) -> Corpus:
+    kept, titles, plain, texts = [], [], [], []
+    for page in pages:
+        try:
+            doc = parse_file(page)
+        except UnsupportedDocument:
+            continue
+        kept.append(page)
+        titles.append(doc.title)
+        plain.append(doc.title.split(" — ")[0])
+        texts.append(doc.text)
+    return Corpus(name, kept, titles, plain, texts)
+
+
+class VectorCache:
+    """Embeddings by text hash, kept on disk so re-runs embed only what changed."""
+
+    def __init__(self, path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+        self.path, self.embedder = path, embedder
+        self.vectors: dict[str, np.ndarray] = {}
+        if path.exists():
+            data = np.load(path)
+            self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self.vectors}.items())
+        for start in range(0, len(missing), 512):
+            part = missing[start:start + 512]
+            for (k, _), v in zip(part, self.embedder.embed([t for _, t in part]), strict=True):
+                self.vectors[k] = np.asarray(v, dtype=np.float32)
+            print(f"  embedded {min(start + 512, len(missing))}/{len(missing)}", flush=True)
+            if start % 4096 == 3584:  # an interrupted run keeps most of its work
+                self.save()
+        if missing:
+            self.save()
+        return np.stack([self.vectors[k] for k in keys])
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self.vectors)
+        np.savez(self.path, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
+
+
+class BM25:
+    """Okapi BM25 over every chunk: the full-index lexical half of the hybrid variant."""
+
+    def __init__(self, docs: list[str], k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tf = [Counter(self.tokens(t)) for t in docs]
+        self.len = [sum(tf.values()) for tf in self.tf]
+        self.avg = sum(self.len) / max(len(self.len), 1)
+        df = Counter(w for tf in self.tf for w in tf)
+        n = len(self.tf)
+        self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
+        self.postings: dict[str, list[int]] = {}
+        for i, tf in enumerate(self.tf):
+            for w in tf:
+                self.postings.setdefault(w, []).append(i)
+
+    @staticmethod
+    def tokens(text: str) -> list[str]:
+        return re.findall(r"\w+", text.lower())
+
+    def scores(self, query: str) -> Counter[int]:
+        scores: Counter[int] = Counter()
+        for w in set(self.tokens(query)):
+            for i in self.postings.get(w, []):
+                tf = self.tf[i][w]
+                norm = tf + self.k1 * (1 - self.b + self.b * self.len[i] / self.avg)
+                scores[i] += self.idf[w] * tf * (self.k1 + 1) / norm
+        return scores
+
+
+@dataclass
+class Chunks:
+    doc: list[int]
+    text: list[str]
+    matrix: np.ndarray
+    bm25: BM25 | None = None
+
+
+def build_chunks(corpus: Corpus, embedder, cache: VectorCache, *, summary: bool,  # type: ignore[no-untyped-def]
+                 section_path: bool) -> Chunks:
+    max_tokens = min(embedder.max_tokens, 256) - 16  # as KnowledgeService._chunks
+    doc_ids, texts, embedded = [], [], []
+    for i, text in enumerate(corpus.texts):
+        title = corpus.titles[i] if summary else corpus.plain_titles[i]
+        for chunk in chunk_text(text, embedder.count_tokens, max_tokens=max_tokens,
+                                overlap_tokens=max_tokens // 5, section_path=section_path):
+            doc_ids.append(i)
+            texts.append(chunk)
+            embedded.append(KnowledgeIndex.embedding_text(title, chunk))
+    return Chunks(doc_ids, texts, cache.embed(embedded))
+
+
+def retrieve(corpus: Corpus, chunks: Chunks, question: str, qvec: np.ndarray,
+             ranking: Ranking, boosts: dict[str, float] | None = None, k: int = 10) -> list[Hit]:
+    """The product's ranking over exact nearest neighbours."""
+    sims = chunks.matrix @ qvec
+    top = np.argsort(-sims)[: 2 * fetch_size(k, ranking)]
+    hits = [Hit(str(i), chunks.doc[i], 1, corpus.titles[chunks.doc[i]], chunks.text[i],
+                float(sims[i])) for i in top]
+    return rank(question, hits, k, ranking, boosts)
+
+
+def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.ndarray,
+                      ranking: Ranking, raters: int = 3) -> dict:
+    """Simulated ratings on half the questions: each of `raters` honest users asks every
+    question of that half; the answer cites the top 3 chunks; 👍 when the expected page is the
+    first hit, else 👎 with a correction. Then one user 👍s a wrong chunk for every question,
+    50 times each. Reports recall/MRR before and after, on the rated half and the other."""
+    names = [p.name for p in corpus.pages]
+    rated = [i for i in range(len(questions)) if i % 2 == 0]
+    votes = []
+    for i in rated:
+        expected = names.index(questions[i]["doc"]) if questions[i]["doc"] in names else -1
+        cited = retrieve(corpus, chunks, questions[i]["q"], qvecs[i], ranking, k=3)
+        good = bool(cited) and cited[0].document_id == expected
+        for user in range(raters):
+            votes.append(Vote(user, 1 if good else -1, tuple(h.chunk_id for h in cited)))
+    honest = {cid: b for cid, (b, _, _) in feedback_boosts(votes).items()}
+    attack = []
+    for i in rated:
+        fifth = retrieve(corpus, chunks, questions[i]["q"], qvecs[i], ranking, k=5)[-1:]
+        attack += [Vote(999, 1, tuple(h.chunk_id for h in fifth))] * 50
+    attacked = {cid: b for cid, (b, _, _) in feedback_boosts(votes + attack).items()}
+
+    def halves(boosts: dict[str, float] | None) -> dict:
+        out = {}
+        for label, idx in (("rated", rated),
+                           ("not rated", [i for i in range(len(questions)) if i % 2])):
+            m = evaluate(corpus, chunks, [questions[i] for i in idx], qvecs[idx], ranking,
+                         boosts=boosts)
+            out[label] = {k: m[k] for k in ("recall@1", "recall@5", "mrr@10")}
+        return out
+
+    return {"before": halves(None), "after honest ratings": halves(honest),
+            "after honest ratings + one account's 50 👍 per question on a wrong chunk":
+                halves(attacked),
+            "largest boost": round(max(honest.values(), default=0.0), 4),
+            "largest boost one account gave": round(max(
+                (attacked.get(v.chunk_ids[0], 0.0) - honest.get(v.chunk_ids[0], 0.0)
+                 for v in attack if v.chunk_ids), default=0.0), 4)}
+
+
+def evaluate(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.ndarray,
+             ranking: Ranking | None, bm25_weight: float = 0.0, k: int = 5,
+             boosts: dict[str, float] | None = None) -> dict:
+    """recall@1/@5 and MRR@10 of the expected page among the documents of the top-k chunks
+    (`ranking` None: the top k chunks by cosine, as before this change)."""
+    names = [p.name for p in corpus.pages]
+    ranks = []
+    for item, q in zip(questions, qvecs, strict=True):
+        sims = chunks.matrix @ q
+        n = fetch_size(10, ranking) if ranking else 10
+        top = list(np.argsort(-sims)[:n])
+        bonus: dict[int, float] = {}
+        if bm25_weight and chunks.bm25 is not None:
+            lexical = chunks.bm25.scores(item["q"])
+            best = max(lexical.values(), default=1.0)
+            for i, s in lexical.most_common(n):
+                if i not in top:
+                    top.append(i)
+            bonus = {i: bm25_weight * lexical.get(i, 0.0) / best for i in top}
+        hits = [Hit(str(i), chunks.doc[i], 1, corpus.titles[chunks.doc[i]], chunks.text[i],
+                    float(sims[i]) + bonus.get(i, 0.0)) for i in top]
+        hits.sort(key=lambda h: -h.score)
+        chosen = rank(item["q"], hits, 10, ranking, boosts) if ranking else hits[:10]
+        docs: list[int] = []
+        for pos, h in enumerate(chosen):
+            if h.document_id not in docs and (ranking or pos < k or len(docs) < 10):
+                docs.append(h.document_id)
+        top5 = {h.document_id for h in chosen[:k]}
+        expected = names.index(item["doc"]) if item["doc"] in names else -1
+        r = docs.index(expected) + 1 if expected in docs else None
+        ranks.append((r, expected in top5))
+    n = len(questions)
+    return {"recall@1": round(sum(r == 1 for r, _ in ranks) / n, 3),
+            "recall@5": round(sum(hit for _, hit in ranks) / n, 3),
+            "mrr@10": round(sum(1 / r for r, _ in ranks if r) / n, 3),
+            "misses_at_5": [q["q"] for q, (_, hit) in zip(questions, ranks, strict=True) if not hit]}
+
+
+VARIANTS: dict[str, tuple[dict, Ranking | None, float]] = {
+    # name: (chunk text options, ranking, full-index BM25 weight)
+    "dense (before)": ({"summary": False, "section_path": False}, None, 0.0),
+    "+ one-line summary in the title": ({"summary": True, "section_path": False}, None, 0.0),
+    "+ section path": ({"summary": True, "section_path": True}, None, 0.0),
+}
+
+
+def ranking_grid(base: Ranking) -> dict[str, tuple[Ranking, float]]:
+    grid: dict[str, tuple[Ranking, float]] = {
+        "diversity (1 chunk/doc)": (base, 0.0),
+        "diversity (2 chunks/doc)": (replace(base, per_document=2), 0.0)}
+    for share in (0.05, 0.1, 0.2):
+        grid[f"diversity + document score {share}"] = (replace(base, document_share=share), 0.0)
+    for w in (0.05, 0.1, 0.15, 0.2, 0.3):
+        grid[f"diversity + rare-word bonus {w}"] = (replace(base, lexical_weight=w), 0.0)
+    for w in (0.05, 0.1, 0.2):
+        grid[f"diversity + BM25 (full index) {w}"] = (base, w)
+    return grid
