@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 from bot.cli import main
+from tests.conftest import MODEL_CACHE
 
 # Runs in a separate process: add a document, then replace it and die (SIGKILL) after only
 # half of the new version's chunks reached Chroma.
@@ -21,11 +22,13 @@ CRASHING_INGEST = textwrap.dedent("""
 
     original_add = KnowledgeIndex.add
 
-    def add_then_die(self, document_id, version, title, chunks):
+    def add_then_die(self, document_id, version, title, chunks, embeddings=None):
         if version == 2:
-            original_add(self, document_id, version, title, chunks[: len(chunks) // 2])
+            half = len(chunks) // 2
+            original_add(self, document_id, version, title, chunks[:half],
+                         embeddings[:half] if embeddings else None)
             os.kill(os.getpid(), signal.SIGKILL)
-        return original_add(self, document_id, version, title, chunks)
+        return original_add(self, document_id, version, title, chunks, embeddings)
 
     KnowledgeIndex.add = add_then_die
     doc = Path(sys.argv[1])
@@ -45,6 +48,7 @@ def manual(word: str) -> str:
 def test_kill_mid_replace_then_reindex(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(MODEL_CACHE))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("CHROMA_URL", raising=False)
     doc = tmp_path / "manual.md"
