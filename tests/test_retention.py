@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from bot.cli import main
 from bot.storage.models import Message, Rating
 from bot.storage.store import UserInfo
+from bot.storage.training import TrainingStore
 from bot.wiring import Services
 
 
@@ -38,7 +39,12 @@ def test_purge_keeps_recent_talk_and_what_training_learnt_from(services: Service
     services.feedback.correct(untrained_a, UserInfo(6), "a correction")
     _exchange(services, 5, "recent question", 2)
 
-    counts = services.feedback.purge(30, trained_until=datetime.now(UTC) - timedelta(days=38))
+    # A nightly run trained on feedback up to 38 days ago; read back as the bot reads it.
+    training = TrainingStore(services.db)
+    run = training.open_run("nightly", "lora", None, {})
+    training.update_run(run, status="promoted",
+                        data_until=datetime.now(UTC) - timedelta(days=38))
+    counts = services.feedback.purge(30, trained_until=training.last_data_until())
     assert counts["messages"] == 4 and counts["ratings"] == 1 and counts["corrections"] == 1
     texts = _texts(services)
     assert "old chatter" not in texts and "old rated, not yet trained" not in texts

@@ -50,8 +50,7 @@ class FeedbackService:
         """RETENTION_DAYS: delete conversations older than `retention_days`, keeping rated
         answers from before `trained_until` (a trained adapter's record)."""
         cutoff = datetime.now(UTC) - timedelta(days=retention_days)
-        keep_before = min(trained_until, cutoff) if trained_until else None
-        counts = self.store.purge_before(cutoff, keep_before)
+        counts = self.store.purge_before(cutoff, trained_until)
         logger.info("Retention (%d days): purged %s", retention_days, counts)
         return counts
 
