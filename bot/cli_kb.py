@@ -177,9 +177,10 @@ def cmd_boosts(svc: Services, args: argparse.Namespace) -> int:
     rows = boosts.all()
     if args.json:
         _json([asdict(b) for b in rows])
-    elif not rows:
+        return 0
+    if not rows:
         print("No boosts: no rated answer has cited a chunk yet (or they were reset).")
-    for b in [] if args.json else rows[: args.limit]:
+    for b in rows[: args.limit]:
         print(f"{b.boost:+.4f}  {b.chunk_id:<14} 👍 {b.up} users, 👎+correction {b.down} users")
     return 0
 

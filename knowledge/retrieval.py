@@ -104,8 +104,11 @@ def rank(query: str, hits: Sequence[Hit], k: int, ranking: Ranking,
 
 
 def fetch_size(k: int, ranking: Ranking) -> int:
-    """How many dense candidates to fetch for `k` hits."""
-    return max(k * ranking.candidates, 20) if ranking.per_document or ranking.lexical_weight else k
+    """How many dense candidates to fetch for `k` hits: more only when the ranking can change
+    which chunks make the top k (a per-document cap below k, document scores, the rare-word
+    bonus); boosts only reorder what was fetched."""
+    widens = ranking.per_document < k or ranking.document_share or ranking.lexical_weight
+    return max(k * ranking.candidates, 20) if widens else k
 
 
 

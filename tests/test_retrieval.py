@@ -17,6 +17,7 @@ from knowledge.retrieval import (
     Ranking,
     Vote,
     feedback_boosts,
+    fetch_size,
     lexical_overlap,
     rank,
 )
@@ -38,6 +39,12 @@ def test_one_chunk_per_document_makes_five_hits_five_candidates() -> None:
     # A small knowledge base with fewer documents than k: the best documents' other chunks.
     assert [h.chunk_id for h in rank("q", hits[:4], 4, Ranking(per_document=1))] == [
         "1:1:0", "2:1:0", "1:1:1", "1:1:2"]
+
+
+def test_more_candidates_only_when_the_ranking_can_use_them() -> None:
+    assert fetch_size(5, Ranking(per_document=1)) == 20  # the cap needs other documents' chunks
+    assert fetch_size(6, Ranking(per_document=6)) == 6   # answering: the nearest chunks, as is
+    assert fetch_size(6, Ranking(per_document=6, lexical_weight=0.1)) == 24
 
 
 def test_document_score_and_rare_words_reorder_near_ties() -> None:
