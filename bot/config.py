@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     queue_max_waiting: int = Field(64, ge=1, description="Questions waiting before new ones are refused.")
     queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")
     generation_timeout_s: float = Field(60.0, gt=0, description="Longest time one answer may take.")
+    late_answer_minutes: float = Field(
+        30.0, ge=0, description="After a crash or kill, questions left unanswered that are "
+        "younger than this are answered (marked late); older ones get an apology asking to "
+        "send them again.")
 
     retention_days: int | None = Field(
         None, ge=1, description="Delete conversations older than this many days, once a day "

@@ -6,13 +6,22 @@ import asyncio
 import logging
 import math
 import re
+from datetime import timedelta
 
-from telegram import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, Update, User
+from telegram import (
+    CallbackQuery,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Update,
+    User,
+)
 from telegram.constants import ChatType
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, CallbackContext, ExtBot
 
 from bot.i18n import t
+from bot.resilience import recovery_of
 from bot.services import UserError
 from bot.services.feedback import THUMBS_DOWN, THUMBS_UP
 from bot.services.queue import FairQueue, RateLimiter
@@ -139,7 +148,11 @@ def _addressed_to_bot(update: Update, context: AssistantContext) -> str | None:
 
 
 async def answer(update: Update, context: AssistantContext) -> None:
-    """A question: retrieve, generate (streamed into the chat), then sources and 👍/👎 buttons."""
+    """A question: retrieve, generate (streamed into the chat), then sources and 👍/👎 buttons.
+
+    After a crash (`recovery_of`), a question the last process left unanswered is answered
+    with a note that it is late, into the message it had started streaming, if any; one older
+    than LATE_ANSWER_MINUTES gets an apology instead; one already answered is left alone."""
     text = _addressed_to_bot(update, context)
     message, chat, user = update.effective_message, update.effective_chat, update.effective_user
     if text is None or message is None or chat is None or user is None:
@@ -147,16 +160,31 @@ async def answer(update: Update, context: AssistantContext) -> None:
     lang = user.language_code
     if await _take_correction(update, context):
         return
-    wait = context.rate_limiter.retry_after(user.id)
+    recovery = recovery_of(context.application, update)
+    if recovery is not None and recovery.age > timedelta(
+            minutes=context.services.settings.late_answer_minutes):
+        await message.reply_text(t("restart_apology", lang), do_quote=True)
+        return
+    wait = context.rate_limiter.retry_after(user.id) if recovery is None else 0
     if wait:
         await message.reply_text(t("too_fast", lang, seconds=math.ceil(wait)))
         return
     is_group = chat.type != ChatType.PRIVATE
+    store = context.services.store
+
+    async def journal_reply(chat_message_id: int) -> None:
+        try:
+            await asyncio.to_thread(store.set_update_reply, update.update_id, chat_message_id)
+        except Exception:  # only a crash's clean-up needs it: never cost the answer
+            logger.exception("Could not journal the reply to update %s", update.update_id)
+
     stream = StreamingReply(context.bot, chat.id, message.message_id if is_group else None,
-                            is_group)
+                            is_group, on_sent=journal_reply,
+                            resume=recovery.reply_message_id if recovery else None)
     try:
         reply = await context.queue.run(user.id, context.services.chat.answer, chat.id,
-                                        user_info(user), text, on_text=stream.feed)
+                                        user_info(user), text, on_text=stream.feed,
+                                        asked_as=message.message_id)
     except UserError as exc:
         await stream.fail(exc.localized(lang))
         return
@@ -164,7 +192,13 @@ async def answer(update: Update, context: AssistantContext) -> None:
         logger.exception("Answering a message in chat %s failed", chat.id)
         await stream.fail(t("apology", lang))
         return
-    sent = await stream.finish(reply.render(lang), rating_keyboard(reply.message_id))
+    if reply.shown_as is not None:  # answered before the crash, and the chat has it
+        await stream.drop()
+        return
+    shown = reply.render(lang)
+    if recovery is not None:
+        shown = f"{t('late_answer', lang)}\n\n{shown}"
+    sent = await stream.finish(shown, rating_keyboard(reply.message_id))
     await asyncio.to_thread(context.services.chat.shown_as, reply.message_id, sent.message_id)
 
 
@@ -185,7 +219,7 @@ async def rate(update: Update, context: AssistantContext) -> None:
         return
     outcome = await asyncio.to_thread(context.services.feedback.rate, message_id,
                                       user_info(query.from_user), value, chat_id)
-    await query.answer(t({
+    await _acknowledge(query, t({
         RatingOutcome.CREATED: "rated",
         RatingOutcome.CHANGED: "rating_changed",
         RatingOutcome.UNCHANGED: "rating_same",
@@ -245,13 +279,25 @@ async def forget(update: Update, context: AssistantContext) -> None:
 async def forget_confirm(update: Update, context: AssistantContext) -> None:
     """The /forget buttons; they always act on the user who presses them."""
     query = update.callback_query
-    await query.answer()
+    if query is None:
+        return
     lang = query.from_user.language_code
     if query.data != "forget:yes":
+        await _acknowledge(query)
         await query.edit_message_text(t("forget_cancelled", lang))
         return
+    # Forget first: a press handled again after a crash is too old to be acknowledged.
     counts = await asyncio.to_thread(context.services.feedback.forget, query.from_user.id)
+    await _acknowledge(query)
     await query.edit_message_text(t("forget_done", lang, **counts))
+
+
+async def _acknowledge(query: CallbackQuery, text: str | None = None) -> None:
+    """Answer a button press; one from before a restart is too old to answer, which is fine."""
+    try:
+        await query.answer(text)
+    except BadRequest as exc:
+        logger.info("Could not answer callback query %s: %s", query.id, exc)
 
 
 async def on_error(update: object, context: AssistantContext) -> None:

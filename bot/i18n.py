@@ -69,6 +69,12 @@ TEXTS: dict[str, dict[str, str]] = {
     "apology": {"en": "Sorry, something went wrong on my side while answering. Please try again "
                       "in a moment.",
                 "ko": "죄송합니다. 답변하는 중에 문제가 생겼습니다. 잠시 후 다시 시도해 주세요."},
+    "late_answer": {"en": "(Sorry for the delay: I was restarting when you asked.)",
+                    "ko": "(늦어서 죄송합니다. 질문하셨을 때 재시작하는 중이었습니다.)"},
+    "restart_apology": {"en": "Sorry, I restarted before I could answer this, and it has been "
+                              "a while. Please send your question again if you still need it.",
+                        "ko": "죄송합니다. 답변하기 전에 재시작되었고 시간이 꽤 지났습니다. "
+                              "아직 필요하시면 질문을 다시 보내 주세요."},
     "empty_question": {"en": "Please send a question as text.",
                        "ko": "질문을 텍스트로 보내 주세요."},
     "too_long": {"en": "That message is too long ({length} characters); please keep it under "

@@ -1,15 +1,19 @@
-"""Staying up when Telegram misbehaves: retries with backoff, and each update handled once."""
+"""Staying up when Telegram misbehaves or the process dies: retries with backoff, and each
+update handled once, even across a crash."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from telegram import Update
 from telegram.error import NetworkError, TimedOut
-from telegram.ext import AIORateLimiter, ApplicationHandlerStop
+from telegram.ext import AIORateLimiter, Application
 
 from bot.storage.store import Store
 
@@ -47,17 +51,93 @@ class RetryingRateLimiter(AIORateLimiter):
         raise AssertionError("unreachable")
 
 
-def once_per_update(store: Store):
-    """A handler for group -1 that stops any update whose id was already handled
-    (Telegram redelivers updates after a crash, and retries slow webhook deliveries)."""
+@dataclass(frozen=True)
+class Recovery:
+    """An update the process died while handling, handled again after the restart."""
 
-    async def check(update: Update, context: Any) -> None:
+    received_at: datetime
+    reply_message_id: int | None  # the chat message its answer was being streamed into
+
+    @property
+    def age(self) -> timedelta:
+        return datetime.now(UTC) - self.received_at
+
+
+@dataclass(frozen=True)
+class _Replay:
+    update: Update
+    recovery: Recovery
+
+
+class JournaledApplication(Application):
+    """PTB's Application with an update journal in SQL (`Store.begin_update`).
+
+    Each update is journaled before any handler sees it and marked done once they all have:
+    a redelivered update is skipped, and at start-up (`recover`) updates that were never
+    finished (kill -9, out of memory, a reboot) are handled again, with `recovery_of` telling
+    handlers so (a late answer says it is late; an old question gets an apology instead).
+    Handlers keep replays harmless: a recorded question is not recorded twice
+    (`ChatService.answer(asked_as=...)`), a rating is an upsert, a correction is stored once.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recovering: dict[int, Recovery] = {}
+
+    @property
+    def _store(self) -> Store:
+        return self.bot_data["services"].store
+
+    async def recover(self) -> int:
+        """Queue the unfinished updates of an earlier process, oldest first; how many."""
+        pending = await asyncio.to_thread(self._store.unfinished_updates)
+        queued = 0
+        for entry in pending:
+            update = Update.de_json(entry.payload, self.bot) if entry.payload else None
+            if update is None:
+                await asyncio.to_thread(self._store.finish_update, entry.update_id)
+                continue
+            await self.update_queue.put(
+                _Replay(update, Recovery(entry.received_at, entry.reply_message_id)))
+            queued += 1
+        if queued:
+            logger.warning("Handling %d update(s) left unfinished by the last run", queued)
+        return queued
+
+    async def process_update(self, update: object) -> None:
+        if isinstance(update, _Replay):
+            self.recovering[update.update.update_id] = update.recovery
+            try:
+                await super().process_update(update.update)
+            finally:
+                self.recovering.pop(update.update.update_id, None)
+            await self._finish(update.update.update_id)
+            return
+        if not isinstance(update, Update):
+            await super().process_update(update)
+            return
         try:
-            first = await asyncio.to_thread(store.mark_update_processed, update.update_id)
-        except IntegrityError:
+            first = await asyncio.to_thread(self._store.begin_update, update.update_id,
+                                            json.loads(update.to_json()))
+        except IntegrityError:  # another process or task journaled it a moment ago
             first = False
+        except SQLAlchemyError:  # the database is down: answer anyway (handlers apologise)
+            logger.exception("Could not journal update %s", update.update_id)
+            first = True
         if not first:
             logger.info("Update %s was already handled; skipping it", update.update_id)
-            raise ApplicationHandlerStop
+            return
+        await super().process_update(update)
+        await self._finish(update.update_id)
 
-    return check
+    async def _finish(self, update_id: int) -> None:
+        try:
+            await asyncio.to_thread(self._store.finish_update, update_id)
+        except SQLAlchemyError:
+            logger.exception("Could not mark update %s as handled", update_id)
+
+
+def recovery_of(application: Application, update: Update) -> Recovery | None:
+    """Set while `update` is handled again after a crash."""
+    recovering = getattr(application, "recovering", {})
+    return recovering.get(update.update_id)

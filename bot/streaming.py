@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction
@@ -28,10 +29,16 @@ CURSOR = " …"
 class StreamingReply:
     """Feed it partial texts from any thread; `finish` sends the final answer."""
 
-    def __init__(self, bot: Bot, chat_id: int, reply_to: int | None, is_group: bool) -> None:
+    def __init__(self, bot: Bot, chat_id: int, reply_to: int | None, is_group: bool, *,
+                 resume: int | None = None,
+                 on_sent: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """`resume`: a message an earlier process started streaming into (it died), to finish
+        instead of sending a new one; `on_sent`: told the id of the message once it is sent."""
         self.bot = bot
         self.chat_id = chat_id
         self.reply_to = reply_to
+        self.resume = resume
+        self.on_sent = on_sent
         self.interval = GROUP_EDIT_INTERVAL if is_group else PRIVATE_EDIT_INTERVAL
         self.message: Message | None = None
         self._loop = asyncio.get_running_loop()
@@ -88,11 +95,10 @@ class StreamingReply:
 
     async def _show(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         try:
-            if self.message is None:
-                reply = ReplyParameters(self.reply_to, allow_sending_without_reply=True) \
-                    if self.reply_to else None
-                self.message = await self.bot.send_message(self.chat_id, text, reply_markup=markup,
-                                                           reply_parameters=reply)
+            if self.message is None and self.resume is not None:
+                self.message = await self._resume(text, markup)
+            elif self.message is None:
+                self.message = await self._send(text, markup)
             else:
                 await self.bot.edit_message_text(text, self.chat_id, self.message.message_id,
                                                  reply_markup=markup)
@@ -101,6 +107,28 @@ class StreamingReply:
                 raise
         finally:
             self._last_edit = time.monotonic()
+
+    async def _send(self, text: str, markup: InlineKeyboardMarkup | None) -> Message:
+        reply = ReplyParameters(self.reply_to, allow_sending_without_reply=True) \
+            if self.reply_to else None
+        message = await self.bot.send_message(self.chat_id, text, reply_markup=markup,
+                                              reply_parameters=reply)
+        if self.on_sent is not None:
+            await self.on_sent(message.message_id)
+        return message
+
+    async def _resume(self, text: str, markup: InlineKeyboardMarkup | None) -> Message:
+        """Finish the message an earlier process left half-streamed, or send a new one if it
+        is gone or can no longer be edited."""
+        resume, self.resume = self.resume, None
+        assert resume is not None
+        try:
+            edited = await self.bot.edit_message_text(text, self.chat_id, resume,
+                                                      reply_markup=markup)
+        except BadRequest as exc:
+            logger.info("Could not finish message %s (%s); sending a new one", resume, exc)
+            return await self._send(text, markup)
+        return edited if isinstance(edited, Message) else await self._send(text, markup)
 
     async def _stop(self) -> None:
         self._closing.set()
@@ -123,6 +151,10 @@ class StreamingReply:
                                                reply_markup=markup if i == len(parts) else None)
         assert last is not None  # set by the first part
         return last
+
+    async def drop(self) -> None:
+        """Stop without showing anything (the answer is already in the chat)."""
+        await self._stop()
 
     async def fail(self, text: str) -> None:
         """Replace whatever was shown with an error text."""

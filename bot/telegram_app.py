@@ -12,7 +12,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHand
 
 from bot import handlers, handlers_admin
 from bot.config import Settings
-from bot.resilience import RetryingRateLimiter, once_per_update
+from bot.resilience import JournaledApplication, RetryingRateLimiter
 from bot.scheduler import schedule_nightly, schedule_retention
 from bot.services.queue import FairQueue, RateLimiter
 from bot.wiring import Services
@@ -29,6 +29,8 @@ COMMANDS = [
 async def _post_init(application: Application) -> None:
     services: Services = application.bot_data["services"]
     await asyncio.to_thread(services.store.forget_processed_updates)
+    if isinstance(application, JournaledApplication):
+        await application.recover()  # questions a crash left unanswered, before new ones
     try:
         await application.bot.set_my_commands(COMMANDS)
     except TelegramError as exc:
@@ -46,6 +48,7 @@ def build_application(settings: Settings, services: Services) -> Application:
     url = settings.telegram_api_url.rstrip("/")
     application = (
         ApplicationBuilder()
+        .application_class(JournaledApplication)  # each update journaled, replayed after a crash
         .token(settings.telegram_bot_token)
         .base_url(f"{url}/bot")
         .base_file_url(f"{url}/file/bot")
@@ -63,8 +66,7 @@ def build_application(settings: Settings, services: Services) -> Application:
                                               settings.queue_max_waiting,
                                               settings.queue_max_per_user)
     application.bot_data["rate_limiter"] = RateLimiter(settings.rate_limit_per_minute)
-    # Before any handler: each update once (-2), then only from allowed users (-1).
-    application.add_handler(TypeHandler(Update, once_per_update(services.store)), group=-2)
+    # Before any handler: only from allowed users (each update once: JournaledApplication).
     application.add_handler(TypeHandler(Update, handlers.allowlist), group=-1)
     handlers_admin.register(application)  # before the chat handlers: its buttons match first
     handlers.register(application)

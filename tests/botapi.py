@@ -190,7 +190,11 @@ class BotAPIEmulator:
 
     async def _api_editMessageText(self, p: dict[str, Any]) -> Any:
         key = (int(p["chat_id"]), int(p["message_id"]))
-        msg = self.messages[key]
+        msg = self.messages.get(key)
+        if msg is None:
+            raise web.HTTPBadRequest(text=json.dumps({
+                "ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}),
+                content_type="application/json")
         msg["text"] = p["text"]
         msg["edit_date"] = int(time.time())
         if "reply_markup" in p:

@@ -86,6 +86,8 @@ async def start_bot(settings: Settings, services: Services, botapi: BotAPIEmulat
         app = build_application(settings.model_copy(update={"telegram_api_url": botapi.url}),
                                 services)
         await app.initialize()
+        if app.post_init:  # as run_polling does: start-up work, crash recovery included
+            await app.post_init(app)
         await app.start()
         await app.updater.start_polling(poll_interval=0.0, timeout=1)
         apps.append(app)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 USER = 777
 
 
-async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, *args: str):  # type: ignore[no-untyped-def]
+async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, *args: str,  # type: ignore[no-untyped-def]
+                          interpreter_args: tuple[str, ...] = ("-m", "bot.cli", "run")):
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": botapi.token, "TELEGRAM_API_URL": botapi.url,
            "ASSISTANT_DATA_DIR": str(data_dir), "MODEL_CACHE_DIR": str(MODEL_CACHE),
            "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO", "MAX_NEW_TOKENS": "48"}
@@ -30,7 +31,7 @@ async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, *args: str):  
     env.pop("CHROMA_URL", None)
     log = open(data_dir.parent / "assistant.log", "wb")  # noqa: SIM115 - closed by the caller
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", *args, cwd=data_dir.parent, env=env,
+        sys.executable, *interpreter_args, *args, cwd=data_dir.parent, env=env,
         stdout=log, stderr=asyncio.subprocess.STDOUT)
     return proc, log
 
@@ -112,3 +113,71 @@ async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmula
     (ROOT / ".cache").mkdir(exist_ok=True)
     (ROOT / ".cache" / "e2e_latency.json").write_text(json.dumps(
         {"reply_seconds": round(latency, 2), "model_ms": stored.latency_ms}))
+
+
+# `assistant run` whose model hangs after its first words, so the test can kill it mid-answer.
+HANGING_RUN = """
+import sys, time
+from bot.model import local
+
+generate = local.HFChatModel.generate
+
+def hang_after_first_words(self, messages, on_text=None):
+    def first_words(text):
+        on_text(text)
+        time.sleep(3600)
+    return generate(self, messages, on_text=first_words)
+
+local.HFChatModel.generate = hang_after_first_words
+from bot.cli import main
+sys.exit(main(["run"]))
+"""
+
+
+async def test_kill_9_during_generation_then_restart_answers_once(botapi: BotAPIEmulator,
+                                                                  tmp_path: Path) -> None:
+    from bot.i18n import t
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    proc, log = await start_assistant(botapi, data_dir, interpreter_args=("-c", HANGING_RUN))
+    try:
+        await botapi.wait_for(lambda: botapi.calls_to("getUpdates") or proc.returncode is not None,
+                              timeout=240, what="the bot to start polling")
+        botapi.send_text(USER, "How do I start a new conversation with the bot?")
+        partial = await botapi.wait_for(lambda: botapi.sent_messages(USER), timeout=120,
+                                        what="the first words of the answer")
+        assert partial[0]["text"].endswith(" …")  # mid-generation
+        proc.kill()  # SIGKILL: no clean-up runs
+        await proc.wait()
+    finally:
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    proc, log = await start_assistant(botapi, data_dir)
+    try:
+        final = await botapi.wait_for_message(USER, timeout=240)
+        await botapi.wait_for(lambda: botapi.calls_to("getUpdates") and len(
+            botapi.calls_to("getUpdates")) > 1, timeout=60, what="polling after the restart")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+        log.close()
+    # One message: the half-streamed one, finished by the new process and marked late.
+    assert len(botapi.sent_messages(USER)) == 1
+    assert final["message_id"] == partial[0]["message_id"]
+    assert final["text"].startswith(t("late_answer", "en")), final["text"]
+    assert [b["text"] for b in final["reply_markup"]["inline_keyboard"][0]] == ["👍", "👎"]
+
+    engine = create_engine(f"sqlite:///{data_dir / 'assistant.db'}")
+    with engine.connect() as conn:
+        roles = conn.execute(text("SELECT role FROM messages ORDER BY id")).scalars().all()
+        shown = conn.execute(text("SELECT telegram_message_id FROM messages "
+                                  "WHERE role = 'assistant'")).scalar()
+        pending = conn.execute(text("SELECT count(*) FROM processed_updates "
+                                    "WHERE done_at IS NULL")).scalar()
+    engine.dispose()
+    assert roles == ["user", "assistant"] and shown == final["message_id"] and pending == 0

@@ -62,6 +62,10 @@ class Reply:
     grounding: str = ""
     evidence: list[Evidence] = field(default_factory=list)
     generated: str = ""  # what the model said, before checking
+    # Found already recorded (its update is being handled again after a crash), and the chat
+    # message that shows it, if it got that far.
+    recorded: bool = False
+    shown_as: int | None = None
 
     def render(self, language_code: str | None = None) -> str:
         """Answer text followed by its sources, as shown to the user."""
@@ -196,8 +200,14 @@ class ChatService:
         return len(unknown) == 1 and len(others) >= 2 and others <= content_words(best.framed)
 
     def answer(self, chat_id: int, user: UserInfo, text: str,
-               on_text: Callable[[str], None] | None = None) -> Reply:
-        """Answer `text` from `user` in `chat_id`; raises `UserError` for input we refuse."""
+               on_text: Callable[[str], None] | None = None,
+               asked_as: int | None = None) -> Reply:
+        """Answer `text` from `user` in `chat_id`; raises `UserError` for input we refuse.
+
+        `asked_as` is the chat message that asked. When that question is already recorded (its
+        update is handled again after a crash), it is not recorded twice: its answer, if one
+        was recorded, comes back as it was (`Reply.recorded`), otherwise it is answered now.
+        """
         question = text.strip()
         if not question:
             raise UserError.about("empty_question")
@@ -207,10 +217,22 @@ class ChatService:
         started = time.monotonic()
         lang = user.language_code
         self.store.upsert_user(user)
-        conversation_id = self.store.active_conversation(chat_id)
-        history = self.store.recent_turns(conversation_id, self.limits.history_turns)
-        # Record the question before generating, so a failing model loses nothing.
-        question_id = self.store.add_message(conversation_id, "user", question, user_id=user.id)
+        found = self.store.find_question(chat_id, asked_as) if asked_as is not None else None
+        if found is None:
+            conversation_id = self.store.active_conversation(chat_id)
+            history = self.store.recent_turns(conversation_id, self.limits.history_turns)
+            # Record the question before generating, so a failing model loses nothing.
+            question_id = self.store.add_message(conversation_id, "user", question,
+                                                 user_id=user.id, telegram_message_id=asked_as)
+        else:
+            question_id, conversation_id, stored = found
+            if stored is not None:
+                return Reply(text=stored.text, message_id=stored.message_id,
+                             sources=stored.sources, adapter_version=stored.adapter_version or "",
+                             latency_ms=stored.latency_ms or 0, grounding=stored.grounding or "",
+                             recorded=True, shown_as=stored.shown_as)
+            history = self.store.recent_turns(conversation_id, self.limits.history_turns,
+                                              before=question_id)
 
         def elapsed() -> int:
             return int((time.monotonic() - started) * 1000)

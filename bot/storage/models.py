@@ -81,7 +81,8 @@ class Message(Base):
     sources: Mapped[list[str]] = mapped_column(JSON, default=list)
     adapter_version: Mapped[str | None] = mapped_column(String(64))
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # For an answer, the chat message showing it; for a question, the chat message that asked.
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # An answer names the question it answers (in groups answers finish out of order).
     question_id: Mapped[int | None] = mapped_column(
@@ -147,12 +148,18 @@ class AuditEntry(Base):
 
 
 class ProcessedUpdate(Base):
-    """Telegram update ids already handled, so a redelivered update is not answered twice."""
+    """The update journal: every Telegram update accepted, so a redelivered one is not handled
+    twice, and one the process died on (no `done_at`) is handled after the restart."""
 
     __tablename__ = "processed_updates"
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # The update as Telegram sent it, kept only until it is handled (it holds the user's text).
+    payload: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The chat message an answer was being streamed into: a recovered answer finishes it.
+    reply_message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Correction(Base):

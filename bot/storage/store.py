@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -44,6 +44,29 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class PendingUpdate:
+    """A journaled update that was never finished."""
+
+    update_id: int
+    received_at: datetime
+    payload: dict | None
+    reply_message_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """An answer already recorded for a question (found again when its update is replayed)."""
+
+    message_id: int
+    text: str
+    sources: list[str]
+    grounding: str | None
+    adapter_version: str | None
+    latency_ms: int | None
+    shown_as: int | None  # the chat message showing it; None if it never reached the chat
+
+
+@dataclass(frozen=True)
 class DocumentInfo:
     id: int
     title: str
@@ -66,6 +89,11 @@ class RatingOutcome(Enum):
 def _affected(result: Any) -> int:
     """Rows an UPDATE or DELETE touched (its result is a `CursorResult`)."""
     return int(result.rowcount or 0)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back timezone-less datetimes; everything stored is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _doc_info(doc: Document) -> DocumentInfo:
@@ -117,31 +145,52 @@ class Store:
             )
             return bool(_affected(result))
 
-    def recent_turns(self, conversation_id: int, limit: int) -> list[Turn]:
-        """The last `limit` messages of a conversation, oldest first."""
+    def recent_turns(self, conversation_id: int, limit: int,
+                     before: int | None = None) -> list[Turn]:
+        """The last `limit` messages of a conversation (those before message `before`, when
+        given), oldest first."""
         if limit <= 0:
             return []
+        query = select(Message.role, Message.text).where(Message.conversation_id == conversation_id)
+        if before is not None:
+            query = query.where(Message.id < before)
         with self.db.read() as s:
-            rows = s.execute(
-                select(Message.role, Message.text)
-                .where(Message.conversation_id == conversation_id)
-                .order_by(Message.id.desc())
-                .limit(limit)
-            ).all()
+            rows = s.execute(query.order_by(Message.id.desc()).limit(limit)).all()
         return [Turn(role, text) for role, text in reversed(rows)]
+
+    def find_question(self, chat_id: int, telegram_message_id: int
+                      ) -> tuple[int, int, StoredAnswer | None] | None:
+        """The recorded question that chat message `telegram_message_id` asked, as (question
+        id, conversation id, its answer if one was recorded); None if it was never recorded."""
+        with self.db.read() as s:
+            row = s.execute(
+                select(Message.id, Message.conversation_id)
+                .join(Conversation, Message.conversation_id == Conversation.id)
+                .where(Conversation.chat_id == chat_id, Message.role == "user",
+                       Message.telegram_message_id == telegram_message_id)
+                .order_by(Message.id.desc()).limit(1)).first()
+            if row is None:
+                return None
+            answer = s.scalar(select(Message).where(Message.question_id == row.id)
+                              .order_by(Message.id).limit(1))
+            stored = None if answer is None else StoredAnswer(
+                answer.id, answer.text, list(answer.sources or []), answer.grounding,
+                answer.adapter_version, answer.latency_ms, answer.telegram_message_id)
+        return row.id, row.conversation_id, stored
 
     def add_message(self, conversation_id: int, role: str, text: str, *, user_id: int | None = None,
                     prompt: str | None = None, chunk_ids: list[str] | None = None,
                     sources: list[str] | None = None, adapter_version: str | None = None,
                     latency_ms: int | None = None, question_id: int | None = None,
                     evidence: list[dict] | None = None, grounding: str | None = None,
-                    generated_text: str | None = None) -> int:
+                    generated_text: str | None = None,
+                    telegram_message_id: int | None = None) -> int:
         with self.db.write() as s:
             msg = Message(conversation_id=conversation_id, role=role, text=text, user_id=user_id,
                           prompt=prompt, chunk_ids=chunk_ids or [], sources=sources or [],
                           adapter_version=adapter_version, latency_ms=latency_ms,
                           question_id=question_id, evidence=evidence, grounding=grounding,
-                          generated_text=generated_text)
+                          generated_text=generated_text, telegram_message_id=telegram_message_id)
             s.add(msg)
             s.flush()
             return msg.id
@@ -153,18 +202,45 @@ class Store:
 
     # --- Telegram updates ----------------------------------------------------------------------
 
-    def mark_update_processed(self, update_id: int) -> bool:
-        """Record an update id; False if it was already recorded."""
+    def begin_update(self, update_id: int, payload: dict | None = None) -> bool:
+        """Journal an update before handling it; False if it was already journaled (Telegram
+        redelivered it, or a webhook delivery was retried while the first was handled)."""
         with self.db.write() as s:
             if s.get(ProcessedUpdate, update_id) is not None:
                 return False
-            s.add(ProcessedUpdate(update_id=update_id))
+            s.add(ProcessedUpdate(update_id=update_id, payload=payload))
             return True
 
+    def finish_update(self, update_id: int) -> None:
+        """The update was handled: drop its payload (the user's words) and mark it done."""
+        with self.db.write() as s:
+            s.execute(update(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
+                      .values(done_at=utcnow(), payload=None))
+
+    def unfinished_updates(self) -> list[PendingUpdate]:
+        """Updates accepted but never finished (the process died while handling them), oldest
+        first."""
+        with self.db.read() as s:
+            rows = s.execute(select(ProcessedUpdate.update_id, ProcessedUpdate.at,
+                                    ProcessedUpdate.payload, ProcessedUpdate.reply_message_id)
+                             .where(ProcessedUpdate.done_at.is_(None))
+                             .order_by(ProcessedUpdate.update_id)).all()
+        return [PendingUpdate(uid, _aware(at), payload, reply)
+                for uid, at, payload, reply in rows]
+
+    def set_update_reply(self, update_id: int, chat_message_id: int) -> None:
+        """The chat message an answer to this update is being streamed into."""
+        with self.db.write() as s:
+            s.execute(update(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
+                      .values(reply_message_id=chat_message_id))
+
     def forget_processed_updates(self, older_than: timedelta = timedelta(days=7)) -> int:
+        """Drop finished journal entries older than `older_than` (Telegram stops redelivering
+        an update after a day)."""
         with self.db.write() as s:
             result = s.execute(delete(ProcessedUpdate)
-                               .where(ProcessedUpdate.at < utcnow() - older_than))
+                               .where(ProcessedUpdate.at < utcnow() - older_than,
+                                      ProcessedUpdate.done_at.is_not(None)))
             return _affected(result)
 
     # --- ratings -------------------------------------------------------------------------------
@@ -216,8 +292,12 @@ class Store:
                                                        Rating.user_id == user_id))
 
     def add_correction(self, message_id: int, user_id: int, text: str) -> None:
+        """Store a correction; the same text from the same user twice (a replayed update) once."""
         with self.db.write() as s:
-            s.add(Correction(message_id=message_id, user_id=user_id, text=text))
+            if s.scalar(select(Correction.id).where(
+                    Correction.message_id == message_id, Correction.user_id == user_id,
+                    Correction.text == text)) is None:
+                s.add(Correction(message_id=message_id, user_id=user_id, text=text))
 
     # --- privacy -------------------------------------------------------------------------------
 
