@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint install bench-answers bench-retrieval bench-nightly bench-learning-loop clean
+.PHONY: run test test-servers lint install bench-answers bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The end-to-end tests again, on PostgreSQL and a `chroma run` server (needs PostgreSQL installed).
+test-servers: $(STAMP)
+	E2E_BACKENDS=servers REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -m e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,52 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL_CACHE = Path(os.environ.get("TEST_MODEL_CACHE", ROOT / ".cache" / "models"))
 
 
+# `E2E_BACKENDS=servers` (`make test-servers`, run by .ci/run): the tests marked `e2e` run
+# against PostgreSQL and a `chroma run` server instead of a SQLite file and embedded Chroma.
+SERVER_BACKENDS = os.environ.get("E2E_BACKENDS", "") == "servers"
+
+
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """DATABASE_URL and CHROMA_URL for this test: empty (the embedded defaults), or for an
+    `e2e` test under E2E_BACKENDS=servers a fresh PostgreSQL database and a new Chroma server."""
+    if not (SERVER_BACKENDS and request.node.get_closest_marker("e2e")):
+        return {"DATABASE_URL": "", "CHROMA_URL": ""}
+    from tests.chroma import chroma_server
+    from tests.postgres import fresh_database
+
+    database = fresh_database(request.getfixturevalue("postgres_url"))
+    servers = ExitStack()
+    request.addfinalizer(servers.close)
+
+    def nothing_embedded() -> None:  # the servers were used, not the embedded fall-backs
+        local = [f for f in [*tmp_path.rglob("assistant.db"), *tmp_path.rglob("chroma.sqlite3")]
+                 if "chroma-server" not in f.parts]
+        assert not local, f"{request.node.name} wrote embedded stores: {local}"
+
+    request.addfinalizer(nothing_embedded)
+    return {"DATABASE_URL": database,
+            "CHROMA_URL": servers.enter_context(chroma_server(tmp_path / "chroma-server"))}
+
+
+def use_backend(monkeypatch: pytest.MonkeyPatch, backend: dict[str, str]) -> None:
+    """Point the environment (subprocesses, `Settings()`) at this test's backends."""
+    for var, value in backend.items():
+        if value:
+            monkeypatch.setenv(var, value)
+        else:
+            monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, str]) -> Settings:
     monkeypatch.chdir(tmp_path)  # keep a developer's .env out of the tests
-    for var in ("DATABASE_URL", "CHROMA_URL", "TELEGRAM_BOT_TOKEN", "ADMIN_IDS", "BASE_MODEL"):
+    for var in ("TELEGRAM_BOT_TOKEN", "ADMIN_IDS", "BASE_MODEL"):
         monkeypatch.delenv(var, raising=False)
+    use_backend(monkeypatch, backend)
     return Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE,
-                    telegram_bot_token="123456:TEST-TOKEN", admin_ids=frozenset({42}))
+                    telegram_bot_token="123456:TEST-TOKEN", admin_ids=frozenset({42}),
+                    database_url=backend["DATABASE_URL"], chroma_url=backend["CHROMA_URL"])
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,3 +50,17 @@ def postgres_cluster() -> Iterator[str]:
         subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(postgres_url: str) -> str:
+    """A new, empty database on the test server, so tests never see each other's rows."""
+    from sqlalchemy import text
+
+    from bot.storage.db import Database
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = Database(postgres_url)
+    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

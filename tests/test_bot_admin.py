@@ -20,6 +20,7 @@ def audit_actors(services: Services) -> set[str]:
     return {e.actor for e in services.store.audit_entries(100)}
 
 
+@pytest.mark.e2e
 async def test_admin_uploads_replaces_and_deduplicates_a_file(bot, botapi: BotAPIEmulator,
                                                               services: Services) -> None:
     botapi.send_document(ADMIN, "returns.md", b"# Returns\n\nItems can be returned in 30 days.")

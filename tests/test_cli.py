@@ -13,16 +13,15 @@ from bot.cli import main
 from bot.storage.models import Rating
 from bot.terminal import TERMINAL_USER, chat_loop
 from bot.wiring import Services
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, use_backend
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, str]) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MODEL_CACHE_DIR", str(MODEL_CACHE))  # the ONNX export is made once
-    for var in ("DATABASE_URL", "CHROMA_URL"):
-        monkeypatch.delenv(var, raising=False)
+    use_backend(monkeypatch, backend)
     return tmp_path
 
 
@@ -32,6 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.e2e
 def test_kb_add_list_search_remove_reindex(env: Path, capsys) -> None:
     (env / "refunds.md").write_text("# Refunds\n\nRefunds are paid within 14 days of a return.")
     (env / "shipping.txt").write_text("Shipping to Korea takes five working days.")

@@ -17,18 +17,16 @@ from sqlalchemy import create_engine, text
 from tests.botapi import BotAPIEmulator
 from tests.conftest import MODEL_CACHE, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 USER = 777
 
 
-async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, *args: str,  # type: ignore[no-untyped-def]
-                          interpreter_args: tuple[str, ...] = ("-m", "bot.cli", "run")):
+async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, backend: dict[str, str],  # type: ignore[no-untyped-def]
+                          *args: str, interpreter_args: tuple[str, ...] = ("-m", "bot.cli", "run")):
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": botapi.token, "TELEGRAM_API_URL": botapi.url,
            "ASSISTANT_DATA_DIR": str(data_dir), "MODEL_CACHE_DIR": str(MODEL_CACHE),
-           "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO", "MAX_NEW_TOKENS": "48"}
-    env.pop("DATABASE_URL", None)
-    env.pop("CHROMA_URL", None)
+           "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "INFO", "MAX_NEW_TOKENS": "48", **backend}
     log = open(data_dir.parent / "assistant.log", "wb")  # noqa: SIM115 - closed by the caller
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *interpreter_args, *args, cwd=data_dir.parent, env=env,
@@ -51,11 +49,16 @@ def mean_logprob(model_dir: Path, prompt: str, answer: str) -> float:
     return logprobs.gather(1, a_ids[0].unsqueeze(1)).mean().item()
 
 
+def database(data_dir: Path, backend: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The database `assistant run` used: the test's backend, or the data dir's SQLite file."""
+    return create_engine(backend["DATABASE_URL"] or f"sqlite:///{data_dir / 'assistant.db'}")
+
+
 async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmulator,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, backend) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    proc, log = await start_assistant(botapi, data_dir)
+    proc, log = await start_assistant(botapi, data_dir, backend)
     try:
         # Ready when it long-polls (start-up: migrate, seed samples, load both models).
         await botapi.wait_for(lambda: botapi.calls_to("getUpdates") or proc.returncode is not None,
@@ -87,7 +90,7 @@ async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmula
         log.close()
     assert proc.returncode == 0, (tmp_path / "assistant.log").read_text()[-3000:]
 
-    engine = create_engine(f"sqlite:///{data_dir / 'assistant.db'}")
+    engine = database(data_dir, backend)
     with engine.connect() as conn:
         users = conn.execute(text("SELECT id, username FROM users")).all()
         convs = conn.execute(text("SELECT id, chat_id FROM conversations")).all()
@@ -101,7 +104,9 @@ async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmula
     question, stored = msgs
     assert question.text == "How do I start a new conversation with the bot?"
     assert stored.text == answer
-    assert "Bot commands" in json.loads(stored.sources)
+    # A JSON column reads back as text from SQLite and as a list from PostgreSQL.
+    sources = stored.sources if isinstance(stored.sources, list) else json.loads(stored.sources)
+    assert "Bot commands" in sources
     assert stored.adapter_version == "base" and stored.latency_ms > 0
     assert stored.telegram_message_id == reply["message_id"]
     assert ratings == [(stored.id, USER, 1)]
@@ -135,12 +140,12 @@ sys.exit(main(["run"]))
 
 
 async def test_kill_9_during_generation_then_restart_answers_once(botapi: BotAPIEmulator,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, backend) -> None:
     from bot.i18n import t
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    proc, log = await start_assistant(botapi, data_dir, interpreter_args=("-c", HANGING_RUN))
+    proc, log = await start_assistant(botapi, data_dir, backend, interpreter_args=("-c", HANGING_RUN))
     try:
         await botapi.wait_for(lambda: botapi.calls_to("getUpdates") or proc.returncode is not None,
                               timeout=240, what="the bot to start polling")
@@ -154,7 +159,7 @@ async def test_kill_9_during_generation_then_restart_answers_once(botapi: BotAPI
         log.close()
     assert proc.returncode == -signal.SIGKILL
 
-    proc, log = await start_assistant(botapi, data_dir)
+    proc, log = await start_assistant(botapi, data_dir, backend)
     try:
         final = await botapi.wait_for_message(USER, timeout=240)
         await botapi.wait_for(lambda: botapi.calls_to("getUpdates") and len(
@@ -172,7 +177,7 @@ async def test_kill_9_during_generation_then_restart_answers_once(botapi: BotAPI
     assert final["text"].startswith(t("late_answer", "en")), final["text"]
     assert [b["text"] for b in final["reply_markup"]["inline_keyboard"][0]] == ["👍", "👎"]
 
-    engine = create_engine(f"sqlite:///{data_dir / 'assistant.db'}")
+    engine = database(data_dir, backend)
     with engine.connect() as conn:
         roles = conn.execute(text("SELECT role FROM messages ORDER BY id")).scalars().all()
         shown = conn.execute(text("SELECT telegram_message_id FROM messages "

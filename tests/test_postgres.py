@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select
 
 from bot.config import Settings
 from bot.storage.db import Database
@@ -13,16 +12,7 @@ from bot.storage.models import Message, Rating
 from bot.storage.store import RatingOutcome, Store, UserInfo
 from bot.wiring import build_services
 from tests.fakes import FakeChatModel, FakeEmbedder
-
-
-def fresh_database(postgres_url: str) -> str:
-    """A new, empty database on the test server, so tests never see each other's rows."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = Database(postgres_url)
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+from tests.postgres import fresh_database
 
 
 def test_migrations_round_trip_on_postgres(postgres_url: str) -> None:

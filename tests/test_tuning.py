@@ -16,7 +16,7 @@ from bot.storage.db import Database
 from bot.storage.models import TrainingRun
 from bot.storage.store import Store, UserInfo
 from knowledge.index import Hit
-from tests.conftest import MODEL_CACHE
+from tests.conftest import MODEL_CACHE, use_backend
 from tuning.config import TuneConfig
 from tuning.registry import AdapterRegistry
 
@@ -76,11 +76,13 @@ def test_lora_training_changes_adapter_weights_not_base_weights(tmp_path: Path) 
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
 
 
-def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path,
-                                                             monkeypatch) -> None:
+@pytest.mark.e2e
+def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, monkeypatch,
+                                                             backend) -> None:
     from tuning.nightly import run_nightly
 
     monkeypatch.chdir(tmp_path)
+    use_backend(monkeypatch, backend)
     settings = Settings(data_dir=tmp_path / "data", model_cache_dir=MODEL_CACHE)
     db = Database(settings.sqlalchemy_url)
     db.upgrade()
