@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-servers lint install bench-answers bench-retrieval bench-nightly bench-learning-loop clean
+.PHONY: run test test-servers lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-answers: $(STAMP)
 bench-retrieval: $(STAMP)
 	@test -f /usr/share/doc/sqlite3/lang.html && test -d /usr/share/doc/postgresql-doc-15/html || { echo "Needs the corpora: apt-get install sqlite3-doc postgresql-doc-15"; exit 1; }
 	$(BIN)/python bench/retrieval/run.py $(ARGS)
+
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak/run.py $(ARGS)
 
 bench-nightly: $(STAMP)
 	$(BIN)/python bench/nightly/run.py $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -234,17 +235,24 @@ async def _offer_correction(update: Update, context: AssistantContext, message_i
     chat, user = update.effective_chat, update.effective_user
     if chat is None or user is None:
         return
+    # A reply may arrive before the prompt is recorded: `_take_correction` waits for this.
+    offers: dict[tuple[int, int], asyncio.Event] = context.bot_data.setdefault(
+        "correction_offers", {})
+    recorded = offers[(chat.id, user.id)] = asyncio.Event()
     try:
         lang = _lang(update)
         prompt = await context.bot.send_message(
             chat.id, t("correction_prompt", lang, id=message_id),
             reply_markup=ForceReply(selective=True,
                                     input_field_placeholder=t("correction_placeholder", lang)))
+        await asyncio.to_thread(context.services.feedback.invited_correction, message_id,
+                                user.id, prompt.message_id)
     except TelegramError as exc:
         logger.warning("Could not offer a correction: %s", exc)
-        return
-    await asyncio.to_thread(context.services.feedback.invited_correction, message_id, user.id,
-                            prompt.message_id)
+    finally:
+        recorded.set()
+        if offers.get((chat.id, user.id)) is recorded:
+            del offers[(chat.id, user.id)]
 
 
 async def _take_correction(update: Update, context: AssistantContext) -> bool:
@@ -255,6 +263,10 @@ async def _take_correction(update: Update, context: AssistantContext) -> bool:
     replied = message.reply_to_message
     if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
         return False
+    offer = context.bot_data.get("correction_offers", {}).get((message.chat.id, user.id))
+    if offer is not None:  # the prompt was sent and is being recorded: wait for it
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(offer.wait(), 10)
     target = await asyncio.to_thread(context.services.feedback.correction_target,
                                      message.chat.id, replied.message_id, user.id)
     if target is None:  # not a correction prompt, or one meant for someone else

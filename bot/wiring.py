@@ -20,7 +20,7 @@ from bot.storage.db import Database
 from bot.storage.reporting import ReportStore
 from bot.storage.store import Store
 from knowledge.embeddings import Embedder, LazyEmbedder, load_embedder
-from knowledge.index import KnowledgeIndex, open_chroma
+from knowledge.index import KnowledgeIndex, SharedStore, open_chroma
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     embedder = embedder or LazyEmbedder(lambda: load_embedder(settings.embedding_model or None,
                                                               settings.models_dir / "embeddings"))
     client = chroma_client or (lambda: open_chroma(settings.chroma_url, settings.chroma_dir))
-    index = KnowledgeIndex(client, embedder)
+    # An embedded store is shared with the other processes on this data dir (see SharedStore).
+    shared = SharedStore(settings.chroma_dir) if not (chroma_client or settings.chroma_url) \
+        else None
+    index = KnowledgeIndex(client, embedder, shared=shared)
     knowledge = KnowledgeService(store, index, embedder)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()

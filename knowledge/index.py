@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +48,48 @@ def open_chroma(chroma_url: str, persist_dir: Path) -> Any:
     return chromadb.PersistentClient(path=str(persist_dir), settings=settings)
 
 
+class SharedStore:
+    """The processes sharing one embedded Chroma directory (the bot, `assistant kb ...`, the
+    nightly job) take turns through two files in it.
+
+    Chroma's embedded mode is not safe for concurrent writers, and a process does not see the
+    vectors another one added until it opens the store again. So a writer holds an exclusive
+    `flock` on `.write.lock` (another writer waits; the kernel releases it if the process
+    dies) and then bumps the counter in `.generation`; a process about to read or write whose
+    last-seen counter is behind reopens its client first (~25 ms), under a shared lock so it
+    never loads files a writer is half-way through. A Chroma server needs none of this.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock_path = directory / ".write.lock"
+        self._generation_path = directory / ".generation"
+
+    @contextmanager
+    def locked(self, exclusive: bool) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def generation(self) -> int:
+        try:
+            return int(self._generation_path.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def bump(self) -> int:
+        """Count one more write (the caller holds the exclusive lock)."""
+        value = self.generation() + 1
+        staged = self._generation_path.with_suffix(".tmp")
+        staged.write_text(str(value))
+        os.replace(staged, self._generation_path)
+        return value
+
+
 def chunk_id(document_id: int, version: int, index: int) -> str:
     return f"{document_id}:{version}:{index}"
 
@@ -51,11 +97,16 @@ def chunk_id(document_id: int, version: int, index: int) -> str:
 class KnowledgeIndex:
     """Chunks with their embeddings and metadata (document id, version, chunk index, title)."""
 
-    def __init__(self, client: Any, embedder: Embedder, collection: str = COLLECTION) -> None:
-        """`client` is a Chroma client, or a function that opens one on first use."""
+    def __init__(self, client: Any, embedder: Embedder, collection: str = COLLECTION,
+                 shared: SharedStore | None = None) -> None:
+        """`client` is a Chroma client, or a function that opens one on first use (it must be
+        a function when `shared`: the client is reopened when another process wrote)."""
         self._connect: Callable[[], Any] = client if callable(client) else (lambda: client)
         self._embedder = embedder
         self._name = collection
+        self._shared = shared
+        self._lock = threading.RLock()  # a reopen closes the client other threads may use
+        self._seen: int | None = None  # the shared store's generation this process has loaded
 
     @cached_property
     def _client(self) -> Any:
@@ -70,6 +121,40 @@ class KnowledgeIndex:
         return self._client.get_or_create_collection(
             self._name, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
+
+    @contextmanager
+    def _using(self, write: bool = False) -> Iterator[Any]:
+        """The collection, current with what other processes wrote; while writing, the only
+        writer of a shared store."""
+        if self._shared is None:
+            yield self._collection
+            return
+        with self._lock:
+            if write:
+                with self._shared.locked(exclusive=True):
+                    self._catch_up()
+                    try:
+                        yield self._collection
+                    finally:
+                        self._seen = self._shared.bump()
+                return
+            if self._seen is None or self._shared.generation() != self._seen:
+                with self._shared.locked(exclusive=False):
+                    self._catch_up()
+            yield self._collection
+
+    def _catch_up(self) -> None:
+        """Reopen the client if another process wrote since this one last loaded the store
+        (caller holds the lock of `self._shared`)."""
+        assert self._shared is not None
+        current = self._shared.generation()
+        if self._seen is not None and current != self._seen and "_client" in self.__dict__:
+            logger.info("The knowledge index changed in another process; reopening it")
+            self.__dict__.pop("_collection", None)
+            client = self.__dict__.pop("_client")
+            if hasattr(client, "close"):
+                client.close()
+        self._seen = current
 
     @staticmethod
     def embedding_text(title: str, chunk: str) -> str:
@@ -89,8 +174,9 @@ class KnowledgeIndex:
                      for i in range(len(chunks))]
         if embeddings is None:
             embeddings = self.embed_chunks(title, chunks)
-        self._collection.upsert(ids=ids, documents=chunks, embeddings=embeddings,
-                                metadatas=metadatas)
+        with self._using(write=True) as collection:
+            collection.upsert(ids=ids, documents=chunks, embeddings=embeddings,
+                              metadatas=metadatas)
         return ids
 
     def delete_document(self, document_id: int, keep_version: int | None = None) -> None:
@@ -98,15 +184,19 @@ class KnowledgeIndex:
         where: dict[str, Any] = {"document_id": document_id}
         if keep_version is not None:
             where = {"$and": [where, {"version": {"$ne": keep_version}}]}
-        self._collection.delete(where=where)
+        with self._using(write=True) as collection:
+            collection.delete(where=where)
 
     def search(self, query: str, k: int) -> list[Hit]:
         """The `k` chunks nearest to `query`, best first."""
-        if self._collection.count() == 0 or not query.strip():
+        if not query.strip():
             return []
-        result = self._collection.query(query_embeddings=self._embedder.embed([query]),
-                                        n_results=k,
-                                        include=["documents", "metadatas", "distances"])
+        vector = self._embedder.embed([query])
+        with self._using() as collection:
+            if collection.count() == 0:
+                return []
+            result = collection.query(query_embeddings=vector, n_results=k,
+                                      include=["documents", "metadatas", "distances"])
         hits = []
         for cid, text, meta, dist in zip(result["ids"][0], result["documents"][0],
                                          result["metadatas"][0], result["distances"][0],
@@ -117,14 +207,16 @@ class KnowledgeIndex:
         return hits
 
     def count(self) -> int:
-        return self._collection.count()
+        with self._using() as collection:
+            return collection.count()
 
     def chunk_counts(self, page: int = 5000) -> dict[tuple[int, int], int]:
         """{(document id, version): number of indexed chunks}."""
         counts: dict[tuple[int, int], int] = {}
         offset = 0
         while True:
-            batch = self._collection.get(include=["metadatas"], limit=page, offset=offset)
+            with self._using() as collection:
+                batch = collection.get(include=["metadatas"], limit=page, offset=offset)
             for meta in batch["metadatas"]:
                 key = (int(meta["document_id"]), int(meta["version"]))
                 counts[key] = counts.get(key, 0) + 1
@@ -134,6 +226,6 @@ class KnowledgeIndex:
 
     def clear(self) -> None:
         """Drop every chunk (used by reindex before rebuilding from SQL)."""
-        _ = self._collection  # opened (so created) first: there is always one to delete
-        self._client.delete_collection(self._name)
-        self.__dict__["_collection"] = self._open()
+        with self._using(write=True):  # opened (so created) first: there is one to delete
+            self._client.delete_collection(self._name)
+            self.__dict__["_collection"] = self._open()
