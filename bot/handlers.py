@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import re
-from datetime import timedelta
 
 from telegram import (
     CallbackQuery,
@@ -22,7 +21,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationHandlerStop, CallbackContext, ExtBot
 
 from bot.i18n import t
-from bot.resilience import recovery_of
+from bot.resilience import recovery_of, reply_journal
 from bot.services import UserError
 from bot.services.feedback import THUMBS_DOWN, THUMBS_UP
 from bot.services.queue import FairQueue, RateLimiter
@@ -162,8 +161,7 @@ async def answer(update: Update, context: AssistantContext) -> None:
     if await _take_correction(update, context):
         return
     recovery = recovery_of(context.application, update)
-    if recovery is not None and recovery.age > timedelta(
-            minutes=context.services.settings.late_answer_minutes):
+    if recovery is not None and recovery.too_old(context.services.settings.late_answer_minutes):
         await message.reply_text(t("restart_apology", lang), do_quote=True)
         return
     wait = context.rate_limiter.retry_after(user.id) if recovery is None else 0
@@ -171,16 +169,8 @@ async def answer(update: Update, context: AssistantContext) -> None:
         await message.reply_text(t("too_fast", lang, seconds=math.ceil(wait)))
         return
     is_group = chat.type != ChatType.PRIVATE
-    store = context.services.store
-
-    async def journal_reply(chat_message_id: int) -> None:
-        try:
-            await asyncio.to_thread(store.set_update_reply, update.update_id, chat_message_id)
-        except Exception:  # only a crash's clean-up needs it: never cost the answer
-            logger.exception("Could not journal the reply to update %s", update.update_id)
-
     stream = StreamingReply(context.bot, chat.id, message.message_id if is_group else None,
-                            is_group, on_sent=journal_reply,
+                            is_group, on_sent=reply_journal(context.application, update),
                             resume=recovery.reply_message_id if recovery else None)
     try:
         reply = await context.queue.run(user.id, context.services.chat.answer, chat.id,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -15,7 +17,7 @@ from telegram import Update
 from telegram.error import NetworkError, TimedOut
 from telegram.ext import AIORateLimiter, Application
 
-from bot.storage.store import Store
+from bot.storage.journal import UpdateJournal
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,9 @@ class Recovery:
     received_at: datetime
     reply_message_id: int | None  # the chat message its answer was being streamed into
 
-    @property
-    def age(self) -> timedelta:
-        return datetime.now(UTC) - self.received_at
+    def too_old(self, minutes: float) -> bool:
+        """Too long ago to answer now (the user gets an apology instead)."""
+        return datetime.now(UTC) - self.received_at > timedelta(minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class _Replay:
 
 
 class JournaledApplication(Application):
-    """PTB's Application with an update journal in SQL (`Store.begin_update`).
+    """PTB's Application with an update journal in SQL (`UpdateJournal`).
 
     Each update is journaled before any handler sees it and marked done once they all have:
     a redelivered update is skipped, and at start-up (`recover`) updates that were never
@@ -84,18 +86,18 @@ class JournaledApplication(Application):
         super().__init__(**kwargs)
         self.recovering: dict[int, Recovery] = {}
 
-    @property
-    def _store(self) -> Store:
-        return self.bot_data["services"].store
+    @cached_property
+    def journal(self) -> UpdateJournal:
+        return UpdateJournal(self.bot_data["services"].db)
 
     async def recover(self) -> int:
         """Queue the unfinished updates of an earlier process, oldest first; how many."""
-        pending = await asyncio.to_thread(self._store.unfinished_updates)
+        pending = await asyncio.to_thread(self.journal.unfinished)
         queued = 0
         for entry in pending:
             update = Update.de_json(entry.payload, self.bot) if entry.payload else None
             if update is None:
-                await asyncio.to_thread(self._store.finish_update, entry.update_id)
+                await asyncio.to_thread(self.journal.finish, entry.update_id)
                 continue
             await self.update_queue.put(
                 _Replay(update, Recovery(entry.received_at, entry.reply_message_id)))
@@ -117,7 +119,7 @@ class JournaledApplication(Application):
             await super().process_update(update)
             return
         try:
-            first = await asyncio.to_thread(self._store.begin_update, update.update_id,
+            first = await asyncio.to_thread(self.journal.begin, update.update_id,
                                             json.loads(update.to_json()))
         except IntegrityError:  # another process or task journaled it a moment ago
             first = False
@@ -130,9 +132,17 @@ class JournaledApplication(Application):
         await super().process_update(update)
         await self._finish(update.update_id)
 
+    async def note_reply(self, update_id: int, chat_message_id: int) -> None:
+        """The chat message an answer to `update_id` is streamed into, so that a crash's
+        recovery finishes it; a failure is logged, never costs the answer."""
+        try:
+            await asyncio.to_thread(self.journal.set_reply, update_id, chat_message_id)
+        except SQLAlchemyError:
+            logger.exception("Could not journal the reply to update %s", update_id)
+
     async def _finish(self, update_id: int) -> None:
         try:
-            await asyncio.to_thread(self._store.finish_update, update_id)
+            await asyncio.to_thread(self.journal.finish, update_id)
         except SQLAlchemyError:
             logger.exception("Could not mark update %s as handled", update_id)
 
@@ -141,3 +151,12 @@ def recovery_of(application: Application, update: Update) -> Recovery | None:
     """Set while `update` is handled again after a crash."""
     recovering = getattr(application, "recovering", {})
     return recovering.get(update.update_id)
+
+
+def reply_journal(application: Application,
+                  update: Update) -> Callable[[int], Awaitable[None]] | None:
+    """What to tell the chat message an answer to `update` is streamed into (None without a
+    journal)."""
+    if not isinstance(application, JournaledApplication):
+        return None
+    return lambda chat_message_id: application.note_reply(update.update_id, chat_message_id)

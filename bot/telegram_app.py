@@ -27,9 +27,8 @@ COMMANDS = [
 
 
 async def _post_init(application: Application) -> None:
-    services: Services = application.bot_data["services"]
-    await asyncio.to_thread(services.store.forget_processed_updates)
     if isinstance(application, JournaledApplication):
+        await asyncio.to_thread(application.journal.forget_old)
         await application.recover()  # questions a crash left unanswered, before new ones
     try:
         await application.bot.set_my_commands(COMMANDS)

@@ -20,7 +20,8 @@ from bot.storage.db import Database
 from bot.storage.reporting import ReportStore
 from bot.storage.store import Store
 from knowledge.embeddings import Embedder, LazyEmbedder, load_embedder
-from knowledge.index import KnowledgeIndex, SharedStore, open_chroma
+from knowledge.index import KnowledgeIndex, open_chroma
+from knowledge.shared import SharedStore
 
 logger = logging.getLogger(__name__)
 

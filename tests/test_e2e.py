@@ -34,6 +34,17 @@ async def start_assistant(botapi: BotAPIEmulator, data_dir: Path, backend: dict[
     return proc, log
 
 
+async def stop_assistant(proc, log) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C, as an operator would (killed if it does not stop within 30 s); closes its log."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+    log.close()
+
+
 def mean_logprob(model_dir: Path, prompt: str, answer: str) -> float:
     """Mean per-token log-probability of `answer` after `prompt` under the real model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -81,13 +92,7 @@ async def test_question_and_rating_through_the_whole_product(botapi: BotAPIEmula
         assert ack[0].params["text"] == "Thanks for the feedback!"
         assert any(c.method == "setMyCommands" for c in botapi.calls)
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-        log.close()
+        await stop_assistant(proc, log)
     assert proc.returncode == 0, (tmp_path / "assistant.log").read_text()[-3000:]
 
     engine = database(data_dir, backend)
@@ -165,12 +170,7 @@ async def test_kill_9_during_generation_then_restart_answers_once(botapi: BotAPI
         await botapi.wait_for(lambda: botapi.calls_to("getUpdates") and len(
             botapi.calls_to("getUpdates")) > 1, timeout=60, what="polling after the restart")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-        log.close()
+        await stop_assistant(proc, log)
     # One message: the half-streamed one, finished by the new process and marked late.
     assert len(botapi.sent_messages(USER)) == 1
     assert final["message_id"] == partial[0]["message_id"]

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from bot.i18n import t
+from bot.storage.journal import UpdateJournal
 from bot.storage.models import Correction, Message, ProcessedUpdate, utcnow
 from bot.storage.store import UserInfo
 from bot.wiring import Services
@@ -29,7 +30,7 @@ def fetched_then_crashed(botapi: BotAPIEmulator, services: Services, *,
                          minutes_ago: float = 1.0, streamed_into: int | None = None) -> dict:
     """The update the emulator offers last, taken by a process that journaled it and died."""
     entry = botapi.updates.pop()  # confirmed by that process's next getUpdates: never again
-    services.store.begin_update(entry["update_id"], entry)
+    UpdateJournal(services.db).begin(entry["update_id"], entry)
     with services.db.write() as s:
         s.execute(update(ProcessedUpdate).where(ProcessedUpdate.update_id == entry["update_id"])
                   .values(at=utcnow() - timedelta(minutes=minutes_ago),

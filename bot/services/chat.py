@@ -62,9 +62,8 @@ class Reply:
     grounding: str = ""
     evidence: list[Evidence] = field(default_factory=list)
     generated: str = ""  # what the model said, before checking
-    # Found already recorded (its update is being handled again after a crash), and the chat
+    # For an answer found already recorded (its update handled again after a crash): the chat
     # message that shows it, if it got that far.
-    recorded: bool = False
     shown_as: int | None = None
 
     def render(self, language_code: str | None = None) -> str:
@@ -206,7 +205,8 @@ class ChatService:
 
         `asked_as` is the chat message that asked. When that question is already recorded (its
         update is handled again after a crash), it is not recorded twice: its answer, if one
-        was recorded, comes back as it was (`Reply.recorded`), otherwise it is answered now.
+        was recorded, comes back as it was (with `Reply.shown_as`), otherwise it is answered
+        now.
         """
         question = text.strip()
         if not question:
@@ -230,7 +230,7 @@ class ChatService:
                 return Reply(text=stored.text, message_id=stored.message_id,
                              sources=stored.sources, adapter_version=stored.adapter_version or "",
                              latency_ms=stored.latency_ms or 0, grounding=stored.grounding or "",
-                             recorded=True, shown_as=stored.shown_as)
+                             shown_as=stored.shown_as)
             history = self.store.recent_turns(conversation_id, self.limits.history_turns,
                                               before=question_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -18,7 +18,6 @@ from bot.storage.models import (
     Correction,
     Document,
     Message,
-    ProcessedUpdate,
     Rating,
     User,
     utcnow,
@@ -41,16 +40,6 @@ class UserInfo:
 class Turn:
     role: str
     text: str
-
-
-@dataclass(frozen=True)
-class PendingUpdate:
-    """A journaled update that was never finished."""
-
-    update_id: int
-    received_at: datetime
-    payload: dict | None
-    reply_message_id: int | None
 
 
 @dataclass(frozen=True)
@@ -89,11 +78,6 @@ class RatingOutcome(Enum):
 def _affected(result: Any) -> int:
     """Rows an UPDATE or DELETE touched (its result is a `CursorResult`)."""
     return int(result.rowcount or 0)
-
-
-def _aware(at: datetime) -> datetime:
-    """SQLite hands back timezone-less datetimes; everything stored is UTC."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _doc_info(doc: Document) -> DocumentInfo:
@@ -199,49 +183,6 @@ class Store:
         with self.db.write() as s:
             s.execute(update(Message).where(Message.id == message_id)
                       .values(telegram_message_id=telegram_message_id))
-
-    # --- Telegram updates ----------------------------------------------------------------------
-
-    def begin_update(self, update_id: int, payload: dict | None = None) -> bool:
-        """Journal an update before handling it; False if it was already journaled (Telegram
-        redelivered it, or a webhook delivery was retried while the first was handled)."""
-        with self.db.write() as s:
-            if s.get(ProcessedUpdate, update_id) is not None:
-                return False
-            s.add(ProcessedUpdate(update_id=update_id, payload=payload))
-            return True
-
-    def finish_update(self, update_id: int) -> None:
-        """The update was handled: drop its payload (the user's words) and mark it done."""
-        with self.db.write() as s:
-            s.execute(update(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
-                      .values(done_at=utcnow(), payload=None))
-
-    def unfinished_updates(self) -> list[PendingUpdate]:
-        """Updates accepted but never finished (the process died while handling them), oldest
-        first."""
-        with self.db.read() as s:
-            rows = s.execute(select(ProcessedUpdate.update_id, ProcessedUpdate.at,
-                                    ProcessedUpdate.payload, ProcessedUpdate.reply_message_id)
-                             .where(ProcessedUpdate.done_at.is_(None))
-                             .order_by(ProcessedUpdate.update_id)).all()
-        return [PendingUpdate(uid, _aware(at), payload, reply)
-                for uid, at, payload, reply in rows]
-
-    def set_update_reply(self, update_id: int, chat_message_id: int) -> None:
-        """The chat message an answer to this update is being streamed into."""
-        with self.db.write() as s:
-            s.execute(update(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
-                      .values(reply_message_id=chat_message_id))
-
-    def forget_processed_updates(self, older_than: timedelta = timedelta(days=7)) -> int:
-        """Drop finished journal entries older than `older_than` (Telegram stops redelivering
-        an update after a day)."""
-        with self.db.write() as s:
-            result = s.execute(delete(ProcessedUpdate)
-                               .where(ProcessedUpdate.at < utcnow() - older_than,
-                                      ProcessedUpdate.done_at.is_not(None)))
-            return _affected(result)
 
     # --- ratings -------------------------------------------------------------------------------
 
