@@ -10,7 +10,6 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.handlers import AssistantContext
-from bot.render import split_message
 from bot.services import UserError
 from bot.services.knowledge import AddResult
 from bot.services.stats import rating_chart
@@ -226,23 +225,86 @@ async def stats(update: Update, context: AssistantContext) -> None:
 
 
 async def feedback(update: Update, context: AssistantContext) -> None:
-    """/feedback [n]: the latest 👎 answers with question, answer, sources and corrections."""
+    """/feedback [n]: the latest 👎 answers, each with why it went wrong and a button to add its
+    correction to the knowledge base; then the corrections held back from training."""
     arg = _args_text(update).strip()
     limit = min(int(arg), 20) if arg.isdigit() and int(arg) > 0 else 5
-    items = await asyncio.to_thread(context.services.stats.complaints, limit)
-    if not items:
-        await update.effective_message.reply_text("No 👎 ratings yet.")
+    review = context.services.review
+    items = await asyncio.to_thread(review.complaints, limit)
+    total, held = await asyncio.to_thread(review.held, limit)
+    message = update.effective_message
+    if not items and not total:
+        await message.reply_text("No 👎 ratings yet.")
         return
-    blocks = []
-    for c in items:
-        block = (f"👎×{c.downvotes} on answer #{c.message_id}\nQ: {c.question[:300]}\n"
-                 f"A: {c.answer[:500]}\nSources: {'; '.join(c.sources) or 'none'}"
-                 + (f"\nChecked: {c.grounding}" if c.grounding else "")
-                 + (f"\nThe model had said: {c.generated[:300]}" if c.generated else ""))
-        block += "".join(f"\nCorrection: {text[:300]}" for text in c.corrections)
-        blocks.append(block)
-    for part in split_message("\n\n".join(blocks)):
-        await update.effective_message.reply_text(part)
+    for item in items:
+        c = item.complaint
+        text = (f"👎×{c.downvotes} on answer #{c.message_id}\nQ: {c.question[:300]}\n"
+                f"A: {c.answer[:500]}\nSources: {'; '.join(c.sources) or 'none'}"
+                + (f"\nChecked: {c.grounding}" if c.grounding else "")
+                + (f"\nThe model had said: {c.generated[:300]}" if c.generated else "")
+                + f"\nWhy: {item.cause.explained}")
+        shown = list(zip(c.correction_ids, c.corrections, strict=True))[-3:]
+        text += "".join(f"\nCorrection #{cid}: {body[:300]}" for cid, body in shown)
+        buttons = [[InlineKeyboardButton(f"📚 Add correction #{cid} to knowledge",
+                                         callback_data=f"fb:kb:{cid}")] for cid, _ in shown]
+        await message.reply_text(text, reply_markup=InlineKeyboardMarkup(buttons)
+                                 if buttons else None)
+    if total:
+        await message.reply_text(f"Held back from training: {total} correction(s) the "
+                                 "knowledge base does not back, or that many accounts sent "
+                                 "alike. Add each to the knowledge base, let it train, or "
+                                 "reject it.")
+    for h in held:
+        why = ("not backed by the knowledge base" if h.reason == "unsupported"
+               else f"the same text came from {h.senders} accounts")
+        await message.reply_text(
+            f"Held correction #{h.id} ({why})\nQ: {h.question[:300]}\nCorrection: {h.text[:500]}",
+            reply_markup=InlineKeyboardMarkup([[
+                InlineKeyboardButton("📚 Add to knowledge", callback_data=f"fb:kb:{h.id}"),
+                InlineKeyboardButton("✅ Train on it", callback_data=f"fb:ok:{h.id}"),
+                InlineKeyboardButton("🚫 Reject", callback_data=f"fb:no:{h.id}")]]))
+
+
+async def review_button(update: Update, context: AssistantContext) -> None:
+    """The /feedback buttons: a correction to the knowledge base (and undo), train, reject."""
+    query = update.callback_query
+    if not _is_admin(update, context):  # buttons have no filters: checked here
+        await _refuse(update)
+        return
+    parts = (query.data or "").split(":")
+    review, actor = context.services.review, _actor(update)
+    if len(parts) < 3 or not all(p.isdigit() for p in parts[2:]):
+        await query.answer("That button is no longer valid.")
+        return
+    cid = int(parts[2])
+    keyboard = None
+    if parts[1] == "kb":
+        result = await asyncio.to_thread(review.to_knowledge, cid, actor,
+                                         update.effective_user.id)
+        if result is None:
+            note = f"There is no correction #{cid} any more."
+        else:
+            doc = result.document
+            note = (f"📚 Correction #{cid} is in the knowledge base as #{doc.id} “{doc.title}”"
+                    + (" (it was already there)" if result.status.value == "duplicate" else "")
+                    + "; answers use it from now on, and it trains tonight.")
+            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(
+                "↩️ Undo", callback_data=f"fb:undo:{cid}:{doc.id}")]])
+    elif parts[1] == "undo" and len(parts) == 4:
+        await asyncio.to_thread(review.undo_knowledge, cid, int(parts[3]), actor)
+        note = (f"↩️ Undone: #{parts[3]} left the knowledge base, and correction #{cid} is "
+                "held for review again.")
+    elif parts[1] in ("ok", "no"):
+        done = await asyncio.to_thread(review.decide, cid, parts[1] == "ok", actor)
+        note = (f"There is no correction #{cid} any more." if not done
+                else f"✅ Correction #{cid} trains tonight." if parts[1] == "ok"
+                else f"🚫 Correction #{cid} is rejected; it never trains.")
+    else:
+        await query.answer("That button is no longer valid.")
+        return
+    await query.answer()
+    text = (query.message.text if query.message and query.message.text else "").split("\n\n")[0]
+    await query.edit_message_text(f"{text}\n\n{note}"[:4000], reply_markup=keyboard)
 
 
 def register(application: Application) -> None:
@@ -256,6 +318,7 @@ def register(application: Application) -> None:
         application.add_handler(CommandHandler(name, callback, filters=admins))
     application.add_handler(CommandHandler(list(commands), refuse))
     application.add_handler(CallbackQueryHandler(kb_confirm, pattern=r"^kb:"))
+    application.add_handler(CallbackQueryHandler(review_button, pattern=r"^fb:"))
     private_files = filters.Document.ALL & filters.ChatType.PRIVATE
     application.add_handler(MessageHandler(private_files & admins, upload))
     application.add_handler(MessageHandler(private_files, upload_refused))

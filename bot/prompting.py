@@ -57,6 +57,14 @@ def excerpt(e: Excerpt) -> str:
         "</excerpt>"
 
 
+_EXCERPT = re.compile(r"<excerpt[^>]*>\n?(.*?)\n?</excerpt>", re.S)
+
+
+def excerpts_in(prompt: str) -> list[str]:
+    """The excerpt texts of a prompt `build_messages` made (as rendered and stored)."""
+    return _EXCERPT.findall(prompt)
+
+
 def build_messages(system_prompt: str, history: Sequence[Turn], question: str,
                    evidence: Sequence[Excerpt]) -> ChatMessages:
     """The chat the model sees: system prompt, earlier turns, then evidence and the question."""

@@ -15,6 +15,7 @@ from bot.model import ChatModel, HFChatModel, resolve_base_model
 from bot.services.chat import ChatLimits, ChatService
 from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
+from bot.services.review import ReviewService
 from bot.services.stats import StatsService
 from bot.storage.db import Database
 from bot.storage.reporting import ReportStore
@@ -34,6 +35,7 @@ class Services:
     knowledge: KnowledgeService
     feedback: FeedbackService
     stats: StatsService
+    review: ReviewService
     chat: ChatService | None = None  # None for commands that never generate (kb, db)
 
     def close(self) -> None:
@@ -98,8 +100,9 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     knowledge = KnowledgeService(store, index, embedder)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()
+    reports = ReportStore(db)
     services = Services(settings, db, store, knowledge, FeedbackService(store),
-                        StatsService(ReportStore(db)))
+                        StatsService(reports), ReviewService(store, reports, knowledge))
     if with_chat:
         limits = ChatLimits(history_turns=settings.history_turns,
                             retrieval_k=settings.retrieval_k,

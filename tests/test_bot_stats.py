@@ -47,11 +47,14 @@ async def test_feedback_lists_recent_thumbs_down(services: Services, start_bot,
     seed_ratings(services)
     await start_bot()
     botapi.send_text(ADMIN, "/feedback")
-    text = (await botapi.wait_for_message(ADMIN))["text"]
-    assert text.count("👎×1 on answer") == 2
-    assert "Q: question base 2" in text and "Correction: The right answer is 42." in text
-    assert "Sources: Notes" in text and "Checked: verified" in text  # how the answer was checked
-    assert text.index("question base 2") < text.index("question base 1")  # newest first
+    await botapi.wait_for_message(ADMIN, 2)
+    newest, older = (m["text"] for m in botapi.sent_messages(ADMIN))  # one per answer
+    assert newest.startswith("👎×1 on answer") and older.startswith("👎×1 on answer")
+    assert "Q: question base 2" in newest and "Q: question base 1" in older  # newest first
+    assert "Correction #1: The right answer is 42." in newest
+    assert "Sources: Notes" in newest and "Checked: verified" in newest  # how it was checked
+    # Why it went wrong: "42" is nowhere in the knowledge base; the other has no correction.
+    assert "Why: not in the knowledge base" in newest and "Why: no correction" in older
 
 
 async def test_stats_and_feedback_are_admin_only(services: Services, start_bot,

@@ -13,7 +13,7 @@ from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.model import resolve_base_model
 from bot.prompting import build_messages, render
 from bot.storage.db import Database
-from bot.storage.models import TrainingRun
+from bot.storage.models import Rating, TrainingRun
 from bot.storage.store import Store, UserInfo
 from knowledge.index import Hit
 from tests.conftest import MODEL_CACHE, use_backend
@@ -87,6 +87,12 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
     db = Database(settings.sqlalchemy_url)
     db.upgrade()
     seed_ratings(Store(db))
+    # Two corrections of 👎 answers: one its excerpts back, one nothing backs (held for review).
+    with db.read() as s:
+        downvoted = s.scalars(select(Rating.message_id).where(Rating.value < 0)
+                              .order_by(Rating.id)).all()
+    Store(db).add_correction(downvoted[1], 100, "Refunds take fourteen days.")  # about refunds
+    Store(db).add_correction(downvoted[5], 101, "Refunds take one hour at the kiosk.")
     outcome = run_nightly(settings, tiny())
     assert outcome.status in ("promoted", "rejected") and outcome.version == "v0001"
     registry = AdapterRegistry(settings.adapters_dir)
@@ -94,7 +100,9 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
     with db.read() as s:
         run = s.scalar(select(TrainingRun))
     assert run.status == outcome.status and run.dataset_hash and run.data_until
-    assert run.sizes["sft"] == 24 and run.sizes["kto"] == 48
+    assert run.sizes["sft"] == 25 and run.sizes["kto"] == 49 and run.sizes["held"] == 1
+    assert [found[2] for found in map(Store(db).correction, (1, 2)) if found] == [
+        None, "held:unsupported"]
     assert run.hyperparameters["max_steps"] == 4
     assert set(run.metrics["candidate"]) == {"golden_loss", "golden_pass", "heldout_loss",
                                              "preference_accuracy", "grounded",

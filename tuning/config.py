@@ -54,6 +54,12 @@ class DataConfig:
         "help": "Nightly: most training rows one user may contribute per run"})
     min_rows: int = field(default=20, metadata={
         "help": "Nightly: fewer new rows than this and the run is skipped"})
+    screen_corrections: bool = field(default=True, metadata={
+        "help": "Nightly: hold back corrections the knowledge base does not back, for an "
+                "admin to review in /feedback, instead of training on them"})
+    repeated_from: int = field(default=3, metadata={
+        "help": "Nightly: hold back a correction whose same text came from this many accounts "
+                "or more (0: never)"})
 
 
 @dataclass

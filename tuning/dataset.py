@@ -8,6 +8,10 @@
 The prompt is exactly what the model saw when it answered (retrieved context included), as
 stored with the answer. Users who used /forget are never included; each user contributes at
 most `max_rows_per_user` rows per run; duplicate rows are dropped.
+
+Corrections are screened first (see `screen_corrections`): one the knowledge base does not back,
+or the same text sent by several accounts, is held for an admin (`/feedback`) instead of
+training; it trains once an admin approves it or adds it to the knowledge base.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import hashlib
 import json
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.storage.training import TrainingStore
+from bot.services.grounding import normalise_words
+from bot.storage.training import Feedback, TrainingStore
 
 Row = dict[str, object]
 
@@ -29,6 +35,7 @@ class FeedbackData:
     sft: list[Row] = field(default_factory=list)
     kto: list[Row] = field(default_factory=list)
     until: datetime | None = None  # newest rating or correction included
+    held: dict[int, str] = field(default_factory=dict)  # correction id: why it did not train
 
     @property
     def size(self) -> int:
@@ -44,13 +51,38 @@ def _key(row: Row) -> str:
     return json.dumps([row.get("prompt"), row.get("completion"), row.get("label")])
 
 
+def screen_corrections(feedback: list[Feedback], backed: Callable[[Feedback], bool] | None,
+                       repeated_from: int) -> dict[int, str]:
+    """{correction id: reason} for the corrections to hold back: "repeated" when the same text
+    (case and spacing aside) came from `repeated_from` accounts or more (0: never), then
+    "unsupported" when `backed` (None: no check) says the knowledge base does not back it."""
+    fixes = [f for f in feedback if f.value == 0 and f.correction_id is not None]
+    senders: dict[str, set[int]] = defaultdict(set)
+    for f in fixes:
+        senders[" ".join(normalise_words(f.completion).split())].add(f.user_id)
+    held: dict[int, str] = {}
+    for f in fixes:
+        assert f.correction_id is not None
+        if repeated_from and len(senders[" ".join(normalise_words(f.completion).split())]) \
+                >= repeated_from:
+            held[f.correction_id] = "repeated"
+        elif backed is not None and not backed(f):
+            held[f.correction_id] = "unsupported"
+    return held
+
+
 def collect_feedback(store: TrainingStore, since: datetime | None, max_rows_per_user: int,
-                     seed: int = 0) -> FeedbackData:
-    """Ratings and corrections newer than `since`, turned into SFT and KTO rows."""
+                     seed: int = 0, backed: Callable[[Feedback], bool] | None = None,
+                     repeated_from: int = 0) -> FeedbackData:
+    """Ratings and corrections newer than `since`, turned into SFT and KTO rows, less the
+    corrections `screen_corrections` holds back (listed in `held`)."""
     data = FeedbackData()
     per_user: dict[int, list[tuple[str, Row]]] = defaultdict(list)
     feedback = store.feedback(since)
+    data.held = screen_corrections(feedback, backed, repeated_from)
     for f in feedback:
+        if f.correction_id in data.held:
+            continue
         if f.value == 0:  # a correction: the answer the user wanted
             per_user[f.user_id].append(("sft", {"prompt": f.prompt, "completion": f.completion}))
             per_user[f.user_id].append(("kto", {"prompt": f.prompt, "completion": f.completion,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import Settings
@@ -17,7 +18,7 @@ from bot.model import load_model, resolve_base_model
 from bot.prompting import render
 from bot.storage.boosts import BoostStore
 from bot.storage.db import Database
-from bot.storage.training import TrainingStore
+from bot.storage.training import Feedback, TrainingStore
 from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
 from tuning.evaluate import (
@@ -49,6 +50,14 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
                    else None)
 
 
+def _knowledge_check(settings: Settings) -> Callable[[Feedback], bool]:
+    """Whether the knowledge base backs a correction (see `ReviewService.backed`)."""
+    from bot.wiring import build_services
+
+    review = build_services(settings, with_chat=False, seed=False).review
+    return lambda f: review.backed(f.question, f.prompt, f.completion)
+
+
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dataset, train a candidate, evaluate, gate, promote; all recorded."""
     from tuning.train import load_for_training, train
@@ -57,8 +66,12 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         # Retrieval learns from the same ratings every night, whether or not a model trains.
         boosts = BoostStore(run.store.db).recompute(actor="nightly")
         data = collect_feedback(run.store, run.store.last_data_until("nightly"),
-                                cfg.max_rows_per_user, cfg.seed)
-        run.sizes = {"sft": len(data.sft), "kto": len(data.kto),
+                                cfg.max_rows_per_user, cfg.seed,
+                                backed=_knowledge_check(settings) if cfg.screen_corrections
+                                else None,
+                                repeated_from=cfg.repeated_from if cfg.screen_corrections else 0)
+        run.store.hold(data.held)
+        run.sizes = {"sft": len(data.sft), "kto": len(data.kto), "held": len(data.held),
                      "boosted_chunks": boosts["chunks"]}
         if data.size < cfg.min_rows:
             return run.skip(f"Skipping: only {data.size} new training rows since the last run "

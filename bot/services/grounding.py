@@ -261,3 +261,21 @@ def new_words(answer: str, source: str) -> list[str]:
 
 def normalise_words(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+
+
+def supported(text: str, evidence: Iterable[str], given: str = "",
+              min_share: float = 0.6) -> bool:
+    """True if `evidence` backs `text` (a user's correction, say): each of its claims occurs in
+    it, and at least `min_share` of its other words do (crudely stemmed). What `text` repeats
+    from `given` (the question it answers) counts neither way."""
+    evidence, asked = list(evidence), normalise(given)
+    known = {_root(w) for w in _WORDS.findall(normalise_words(given))}
+    source = normalise("\n".join(evidence))
+    if any(not occurs(c, source) for c in claims(text) if not (given and occurs(c, asked))):
+        return False
+    words = [w for w in dict.fromkeys(_WORDS.findall(normalise_words(text)))
+             if w not in _PHRASING and _root(w) not in known]
+    if not words:
+        return True
+    missing = set(new_words(text, "\n".join(evidence)))
+    return 1 - sum(w in missing for w in words) / len(words) >= min_share

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-from bot.storage.reporting import Complaint, ReportStore
+from bot.storage.reporting import ReportStore
 
-__all__ = ["AdapterStats", "Complaint", "Stats", "StatsService", "rating_chart"]
+__all__ = ["AdapterStats", "Stats", "StatsService", "rating_chart"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,6 @@ class StatsService:
         return Stats(users=totals.users, questions=totals.questions, answers=totals.answers,
                      up=sum(a.up for a in per_adapter), down=sum(a.down for a in per_adapter),
                      documents=totals.documents, chunks=totals.chunks, per_adapter=per_adapter)
-
-    def complaints(self, limit: int = 5) -> list[Complaint]:
-        """The most recently 👎'd answers, newest first."""
-        return self.reports.downvoted(limit)
 
 
 def rating_chart(stats: Stats) -> bytes:

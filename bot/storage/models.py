@@ -173,6 +173,10 @@ class Correction(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # None: trainable as is. "held:unsupported" / "held:repeated": the nightly screen kept it out
+    # of training for an admin to look at; "approved" (trains) or "rejected" (never trains).
+    review: Mapped[str | None] = mapped_column(String(24), index=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RetrievalBoost(Base):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import case, func, select
+from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
 from bot.storage.models import Correction, Document, Message, Rating, User
@@ -32,6 +33,19 @@ class Complaint:
     corrections: list[str]
     grounding: str = ""  # verified | extractive | abstained | no_knowledge | withheld
     generated: str = ""  # what the model said, when the check replaced it
+    prompt: str = ""  # what the model was given (its excerpts), to tell why it went wrong
+    correction_ids: list[int] = field(default_factory=list)  # as `corrections`
+
+
+@dataclass(frozen=True)
+class HeldCorrection:
+    """A correction the nightly screen kept out of training, waiting for an admin."""
+
+    id: int
+    question: str
+    text: str
+    reason: str  # unsupported | repeated
+    senders: int  # accounts that sent the same text
 
 
 class ReportStore:
@@ -69,11 +83,33 @@ class ReportStore:
             for answer, downvotes, _ in rows:
                 question = s.scalar(select(Message.text)
                                     .where(Message.id == answer.question_id))
-                corrections = s.scalars(select(Correction.text)
-                                        .where(Correction.message_id == answer.id)).all()
+                corrections = s.execute(select(Correction.id, Correction.text)
+                                        .where(Correction.message_id == answer.id)
+                                        .order_by(Correction.id)).all()
                 out.append(Complaint(answer.id, question or "", answer.text,
-                                     list(answer.sources or []), downvotes, list(corrections),
+                                     list(answer.sources or []), downvotes,
+                                     [text for _, text in corrections],
                                      answer.grounding or "",
                                      (answer.generated_text or "")
-                                     if answer.grounding == "extractive" else ""))
+                                     if answer.grounding == "extractive" else "",
+                                     answer.prompt or "", [cid for cid, _ in corrections]))
         return out
+
+    def held(self, limit: int = 10) -> tuple[int, list[HeldCorrection]]:
+        """How many corrections wait for review, and the oldest `limit` of them."""
+        waiting = Correction.review.like("held:%")
+        question = aliased(Message)
+        with self.db.read() as s:
+            total = s.scalar(select(func.count(Correction.id)).where(waiting)) or 0
+            rows = s.execute(select(Correction.id, Correction.text, Correction.review,
+                                    question.text)
+                             .join(Message, Message.id == Correction.message_id)
+                             .outerjoin(question, question.id == Message.question_id)
+                             .where(waiting).order_by(Correction.id).limit(limit)).all()
+            out = []
+            for cid, text, review, asked in rows:
+                senders = s.scalar(select(func.count(func.distinct(Correction.user_id)))
+                                   .where(func.lower(Correction.text) == text.lower())) or 1
+                out.append(HeldCorrection(cid, asked or "", text, (review or ":").split(":", 1)[1],
+                                          senders))
+        return total, out

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
 from bot.storage.models import (
@@ -239,6 +240,27 @@ class Store:
                     Correction.message_id == message_id, Correction.user_id == user_id,
                     Correction.text == text)) is None:
                 s.add(Correction(message_id=message_id, user_id=user_id, text=text))
+
+    def correction(self, correction_id: int) -> tuple[str, str, str | None] | None:
+        """(question, correction text, review) of a correction, None if there is none."""
+        question = aliased(Message)
+        with self.db.read() as s:
+            row = s.execute(select(question.text, Correction.text, Correction.review)
+                            .join(Message, Message.id == Correction.message_id)
+                            .outerjoin(question, question.id == Message.question_id)
+                            .where(Correction.id == correction_id)).one_or_none()
+        return None if row is None else (row[0] or "", row[1], row[2])
+
+    def review_correction(self, correction_id: int, review: str, actor: str,
+                          details: dict | None = None) -> bool:
+        """Record an admin's decision on a correction, audited; False if there is none."""
+        with self.db.write() as s:
+            found = _affected(s.execute(update(Correction).where(Correction.id == correction_id)
+                                        .values(review=review, reviewed_at=utcnow())))
+            if found:
+                s.add(AuditEntry(actor=actor, action=f"correction_{review}",
+                                 details={"correction_id": correction_id, **(details or {})}))
+        return bool(found)
 
     # --- privacy -------------------------------------------------------------------------------
 

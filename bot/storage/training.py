@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
-from bot.storage.models import Correction, Message, Rating, TrainingRun, User
+from bot.storage.models import Correction, Message, Rating, TrainingRun, User, utcnow
+
+APPROVED = "approved"  # Correction.review: an admin let a held correction train
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Feedback:
     value: int
     user_id: int
     at: datetime
+    correction_id: int | None = None
+    question: str = ""  # the question answered (corrections only)
 
 
 class TrainingStore:
@@ -36,24 +40,37 @@ class TrainingStore:
 
     def feedback(self, since: datetime | None) -> list[Feedback]:
         """Votes and corrections newer than `since` on answers that kept their prompt, from
-        users who have not asked to be forgotten; votes first, then corrections."""
-        rater = aliased(User)
+        users who have not asked to be forgotten; votes first, then corrections. Corrections
+        held for review or rejected are left out; one an admin approved counts as new from the
+        moment of approval."""
+        rater, question = aliased(User), aliased(Message)
         votes = (select(Message.prompt, Message.text, Rating.value, Rating.user_id,
                         Rating.updated_at)
                  .join(Rating, Rating.message_id == Message.id)
                  .join(rater, rater.id == Rating.user_id)
                  .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
-        fixes = (select(Message.prompt, Correction.text, Correction.user_id, Correction.created_at)
+        fixes = (select(Message.prompt, Correction.text, Correction.user_id, Correction.created_at,
+                        Correction.id, question.text, Correction.reviewed_at)
                  .join(Correction, Correction.message_id == Message.id)
                  .join(rater, rater.id == Correction.user_id)
-                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None)))
+                 .outerjoin(question, question.id == Message.question_id)
+                 .where(Message.prompt.is_not(None), rater.forgotten_at.is_(None),
+                        or_(Correction.review.is_(None), Correction.review == APPROVED)))
         if since is not None:
             votes = votes.where(Rating.updated_at > since)
-            fixes = fixes.where(Correction.created_at > since)
+            fixes = fixes.where(or_(Correction.created_at > since, Correction.reviewed_at > since))
         with self.db.read() as s:
             out = [Feedback(str(p), a, v, u, at) for p, a, v, u, at in s.execute(votes)]
-            out += [Feedback(str(p), text, 0, u, at) for p, text, u, at in s.execute(fixes)]
+            out += [Feedback(str(p), text, 0, u, max(at, reviewed or at), cid, q or "")
+                    for p, text, u, at, cid, q, reviewed in s.execute(fixes)]
         return out
+
+    def hold(self, reasons: dict[int, str]) -> None:
+        """Keep these corrections out of training until an admin decides ({id: reason})."""
+        with self.db.write() as s:
+            for cid, reason in reasons.items():
+                s.execute(update(Correction).where(Correction.id == cid, Correction.review.is_(None))
+                          .values(review=f"held:{reason}", reviewed_at=utcnow()))
 
     def forgotten_prompts(self) -> set[str]:
         """Prompts of answers to questions from forgotten users: they never train (the answer
