@@ -144,11 +144,17 @@ class KnowledgeIndex:
         with self._using(write=True) as collection:
             collection.delete(where=where)
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """The `k` chunks nearest to `query`, best first."""
+    def search(self, query: str, k: int, context: str = "") -> list[Hit]:
+        """The `k` chunks nearest to `query` (folded with `context`, the question it follows up,
+        if any: see `knowledge.retrieval.fold`), best first."""
         if not query.strip():
             return []
-        vector = self._embedder.embed([query])
+        if context.strip():
+            from knowledge.retrieval import fold
+
+            vector = [fold(*self._embedder.embed([query, context]))]
+        else:
+            vector = self._embedder.embed([query])
         with self._using() as collection:
             if collection.count() == 0:
                 return []

@@ -38,6 +38,20 @@ class Ranking:
 DEFAULT_RANKING = Ranking(per_document=1)
 
 
+# A follow-up ("and how do I remove it again?") is searched with the previous question's vector
+# added at this weight: enough to carry the topic, not to drown what is asked now. Folding the
+# texts instead made the previous question win (bench/retrieval, follow-ups on both corpora).
+FOLD_WEIGHT = 0.7
+
+
+def fold(vector: Sequence[float], context: Sequence[float],
+         weight: float = FOLD_WEIGHT) -> list[float]:
+    """The unit vector of `vector` + `weight` × `context`."""
+    mixed = [a + weight * b for a, b in zip(vector, context, strict=True)]
+    norm = math.sqrt(sum(x * x for x in mixed)) or 1.0
+    return [x / norm for x in mixed]
+
+
 @lru_cache(maxsize=65536)
 def _rarity(word: str) -> float:
     """How much a word says: high for rare words, 0 for everyday ones (Zipf ≥ 6)."""

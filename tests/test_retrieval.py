@@ -9,7 +9,7 @@ import pytest
 
 from bot.services.knowledge import KnowledgeService
 from bot.storage.store import UserInfo
-from bot.wiring import Services
+from bot.wiring import Services, build_services
 from knowledge.index import Hit
 from knowledge.retrieval import (
     BOOST_USERS,
@@ -18,6 +18,7 @@ from knowledge.retrieval import (
     Vote,
     feedback_boosts,
     fetch_size,
+    fold,
     lexical_overlap,
     rank,
 )
@@ -104,3 +105,36 @@ def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
     assert knowledge.boosts.reset("test") == 2
     knowledge._boost_map = (-1e9, {})
     assert [h.document_id for h in knowledge.search(query, 2)] == before
+
+
+def test_fold_adds_the_previous_question_at_a_weight() -> None:
+    folded = fold([1.0, 0.0], [0.0, 1.0], weight=0.5)
+    assert folded == pytest.approx([1 / math.sqrt(1.25), 0.5 / math.sqrt(1.25)])
+    assert fold([1.0, 0.0], [0.0, 1.0], weight=0.0) == [1.0, 0.0]
+
+
+class MapEmbedder:
+    """Chosen unit vectors: the follow-up alone is nearest the wrong drop page."""
+
+    max_tokens = 256
+    VECTORS = {"Views\nA view.": [1.0, 0.0, 0.0], "Dropping views\nDrop a view.": [0.6, 0.8, 0.0],
+               "Dropping tables\nDrop a table.": [0.0, 0.9, math.sqrt(1 - 0.81)],
+               "remove it": [0.0, 1.0, 0.0], "make a view": [1.0, 0.0, 0.0]}
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [self.VECTORS[t] for t in texts]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def test_a_follow_up_is_searched_with_the_previous_question_folded_in(settings) -> None:
+    svc = build_services(settings, with_chat=False, embedder=MapEmbedder(), seed=False)
+    for title, text in (("Views", "A view."), ("Dropping views", "Drop a view."),
+                        ("Dropping tables", "Drop a table.")):
+        svc.knowledge.add_text(title, text, f"t:{title}", "test")
+    assert svc.knowledge.search("remove it", 1)[0].title == "Dropping tables"
+    hits = svc.knowledge.search("remove it", 3, context="make a view")
+    assert [h.title for h in hits] == ["Dropping views", "Dropping tables", "Views"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # fold(remove it, make a view) · page
+    svc.close()

@@ -15,7 +15,7 @@ import numpy as np
 from knowledge.chunking import chunk_text
 from knowledge.documents import UnsupportedDocument, parse_file
 from knowledge.index import Hit, KnowledgeIndex
-from knowledge.retrieval import Ranking, Vote, feedback_boosts, fetch_size, rank
+from knowledge.retrieval import Ranking, Vote, feedback_boosts, fetch_size, fold, rank
 
 
 @dataclass
@@ -230,3 +230,30 @@ def ranking_grid(base: Ranking) -> dict[str, tuple[Ranking, float]]:
     for w in (0.05, 0.1, 0.2):
         grid[f"diversity + BM25 (full index) {w}"] = (base, w)
     return grid
+
+
+def follow_ups(corpus: Corpus, chunks: Chunks, items: list[dict], cache: VectorCache,
+               ranking: Ranking) -> dict:
+    """Follow-up questions ("and how do I remove it again?") after a first question, searched
+    alone; with the texts folded (the bot before: previous question + follow-up); and with the
+    vectors folded (`knowledge.retrieval.fold`, the bot now), each where the bot's
+    `follow_up_context` folds."""
+    from bot.services.chat import ChatService
+    from bot.storage.store import Turn
+
+    contexts = [ChatService.follow_up_context(i["follow"], [Turn("user", i["first"])])
+                for i in items]
+    alone = cache.embed([i["follow"] for i in items])
+    previous = cache.embed([i["first"] for i in items])
+    texts = cache.embed([f"{c} {i['follow']}" if c else i["follow"]
+                         for c, i in zip(contexts, items, strict=True)])
+    vectors = np.array([fold(v, p) if c else v for v, p, c in zip(alone, previous, contexts,
+                                                                   strict=True)],
+                       dtype=np.float32)
+    questions = [{"q": i["follow"], "doc": i["doc"]} for i in items]
+    out: dict = {"questions": len(items), "folded": sum(map(bool, contexts))}
+    for label, qvecs in (("alone", alone), ("texts folded (before)", texts),
+                         ("vectors folded (now)", vectors)):
+        m = evaluate(corpus, chunks, questions, qvecs, ranking)
+        out[label] = {k: m[k] for k in ("recall@1", "recall@5", "mrr@10")}
+    return out

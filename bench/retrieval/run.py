@@ -98,6 +98,12 @@ def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-d
     chosen["ranking_fitted_on_" + FIT_ON] = fitted
     product = DEFAULT_RANKING
     chosen["product_ranking"] = str(product)
+    followups = json.loads((HERE / "followups.json").read_text())
+    chosen["follow_ups"] = {}
+    for name, (corpus, _, cache, _) in corpora.items():
+        chosen["follow_ups"][name] = quality.follow_ups(
+            corpus, built[name], [f for f in followups if f["corpus"] == name], cache, product)
+        print(f"follow-ups {name}: {chosen['follow_ups'][name]}", flush=True)
     chosen["feedback"] = {}
     for name, (corpus, questions, _, qvecs) in corpora.items():
         chosen["feedback"][name] = quality.simulate_feedback(corpus, built[name], questions,

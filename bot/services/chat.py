@@ -108,7 +108,8 @@ def leaks_instructions(answer: str, system_prompt: str, run: int = 8) -> bool:
 class Retriever(Protocol):
     """What answering needs from the knowledge base (`KnowledgeService` is the real one)."""
 
-    def search(self, query: str, k: int, per_document: int | None = None) -> list[Hit]: ...
+    def search(self, query: str, k: int, per_document: int | None = None,
+               context: str = "") -> list[Hit]: ...
 
     def evidence(self, question: str, hits: list[Hit], k: int = 3,
                  context: str = "") -> list[Evidence]: ...
@@ -144,16 +145,17 @@ class ChatService:
         history = history or []
         context = self.follow_up_context(question, history)
         if context:
-            return self._relevant(f"{context} {question}") or self._relevant(question)
+            return self._relevant(question, context) or self._relevant(question)
         hits = self._relevant(question)
         previous = [t.text for t in history if t.role == "user"]
         if not hits and previous:
-            hits = self._relevant(f"{previous[-1]} {question}")
+            hits = self._relevant(question, previous[-1])
         return hits
 
-    def _relevant(self, query: str) -> list[Hit]:
+    def _relevant(self, query: str, context: str = "") -> list[Hit]:
         hits = self.retriever.search(query, self.limits.retrieval_k,
-                                     per_document=self.limits.chunks_per_document)
+                                     per_document=self.limits.chunks_per_document,
+                                     context=context)
         return [h for h in hits if h.score >= self.limits.min_score]
 
     def _fit(self, history: list[Turn], question: str,

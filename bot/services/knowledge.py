@@ -177,13 +177,14 @@ class KnowledgeService:
             return None
         return info, self.store.document_text(document_id) or ""
 
-    def search(self, query: str, k: int = 5, per_document: int | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 5, per_document: int | None = None,
+               context: str = "") -> list[Hit]:
         """The `k` best chunks of current document versions, best first (see
         `knowledge.retrieval`: at most `per_document` chunks of one document, by default the
-        ranking's, nudged by feedback boosts)."""
+        ranking's, nudged by feedback boosts); `context`: the question `query` follows up."""
         ranking = self.ranking if per_document is None else replace(self.ranking,
                                                                      per_document=per_document)
-        hits = self.index.search(query, 2 * fetch_size(k, ranking))
+        hits = self.index.search(query, 2 * fetch_size(k, ranking), context)
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
         return rank(query, hits, k, ranking, self._current_boosts())
