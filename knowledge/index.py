@@ -152,7 +152,8 @@ class KnowledgeIndex:
         if context.strip():
             from knowledge.retrieval import fold
 
-            vector = [fold(*self._embedder.embed([query, context]))]
+            asked, previous = self._embedder.embed([query, context])
+            vector = [fold(asked, previous)]
         else:
             vector = self._embedder.embed([query])
         with self._using() as collection:
