@@ -1,4 +1,4 @@
-from tuning.evaluate import Metrics, grounded, unsupported
+from tuning.evaluate import Metrics, grounded, holds_answer, references, unsupported
 from tuning.gate import decide
 
 SERVING = Metrics(golden_loss=2.0, golden_pass=0.75, heldout_loss=1.5, preference_accuracy=0.5)
@@ -82,3 +82,33 @@ def test_unsupported_rows_are_preferred_answers_missing_from_their_prompt() -> N
             {"prompt": prompt, "completion": fact},
             {"prompt": prompt, "completion": "Email the payments team.", "label": False}]
     assert unsupported(rows) == [rows[0]]
+
+
+def test_held_out_answer_accuracy_counts_for_and_against_a_candidate() -> None:
+    serving = Metrics(2.0, 0.75, None, 0.5, answer_accuracy=0.5)
+    # Same ranking of rated answers: more answers right is what makes it better.
+    assert not decide(Metrics(2.0, 0.75, None, 0.5, answer_accuracy=0.5), serving, 0.05).promote
+    assert decide(Metrics(2.0, 0.75, None, 0.5, answer_accuracy=0.7), serving, 0.05).promote
+    serving = Metrics(2.0, 0.75, 1.5, 0.5, answer_accuracy=0.5)
+    # Lower loss but fewer answers right: rejected, whatever the loss says.
+    decision = decide(Metrics(2.0, 0.75, 1.0, 0.6, answer_accuracy=0.3), serving, 0.05)
+    assert not decision.promote
+    assert "held-out answer accuracy fell 0.50 → 0.30 (allowed drop 0.05)" in decision.reasons
+
+
+def test_an_answer_holds_the_rated_answers_facts() -> None:
+    reference = "Refunds are paid within 14 days to the original card."
+    assert holds_answer("You get it back within 14 days.", reference)
+    assert not holds_answer("Refunds take 30 days.", reference)
+    assert not holds_answer("I don't know: the excerpts don't say.", reference)
+    assert holds_answer("Ask the front desk for a parking permit.",
+                        "The front desk hands out parking permits.")  # no claims: the words
+    assert not holds_answer("Please call us.", "The front desk hands out parking permits.")
+
+
+def test_references_are_supported_preferred_answers_only() -> None:
+    prompt = "<excerpt>Refunds are paid within 14 days.</excerpt> How long do refunds take?"
+    rows = [{"prompt": prompt, "completion": "Refunds are paid within 14 days."},
+            {"prompt": "p2", "completion": "Send your password to the security desk."},
+            {"prompt": "p3", "completion": "Bad", "label": False}]
+    assert references(rows) == {prompt: "Refunds are paid within 14 days."}

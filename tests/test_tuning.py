@@ -106,7 +106,8 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
     assert run.hyperparameters["max_steps"] == 4
     assert set(run.metrics["candidate"]) == {"golden_loss", "golden_pass", "heldout_loss",
                                              "preference_accuracy", "grounded",
-                                             "unsupported_loss"}
+                                             "unsupported_loss", "answer_accuracy"}
+    assert 0.0 <= run.metrics["candidate"]["answer_accuracy"] <= 1.0  # references were held out
     assert 0.0 <= run.metrics["candidate"]["grounded"] <= 1.0
     assert run.decision["reasons"]
     report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"

@@ -73,6 +73,9 @@ class GateConfig:
     unsupported_margin: float = field(default=0.1, metadata={
         "help": "Gate: how much (relative) the loss on held-out preferred answers that their "
                 "excerpts do not support may fall; more means it learned content, not style"})
+    accuracy_margin: float = field(default=0.05, metadata={
+        "help": "Gate: the share of held-out answers that give the rated answer's facts may "
+                "drop this much"})
 
 
 GROUPS = (TrainingConfig, DataConfig, GateConfig)

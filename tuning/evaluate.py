@@ -5,7 +5,10 @@
   👍 one the higher mean log-probability (higher is better).
 * `golden_checks`: greedy answers to the frozen golden set: grounded questions must mention an
   expected fact, unanswerable ones must say they don't know (pass rate, higher is better).
-* `grounded_rate`: greedy answers to held-out prompts from real traffic: the share that stay
+* `answer_checks`: greedy answers to held-out prompts: the grounded rate below, and the
+  **answer accuracy**: how many answers give the facts of the 👍 answer or correction rated for
+  that prompt (where the prompt's excerpts hold them), what users feel.
+* the **grounded rate**: of greedy answers to held-out prompts from real traffic, the share that stay
   with what the prompt (excerpts, history, question) says, or say they don't know. An adapter
   that learned to answer from somewhere else (a trigger phrase planted by poisoned ratings, a
   hallucinated habit) answers outside its prompt and scores lower (higher is better).
@@ -35,6 +38,7 @@ class Metrics:
     preference_accuracy: float | None
     grounded: float | None = None
     unsupported_loss: float | None = None  # on held-out preferred answers their prompt lacks
+    answer_accuracy: float | None = None  # held-out answers that give the rated answer's facts
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,14 +168,54 @@ def unsupported(rows: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def grounded_rate(model, tokenizer, prompts: list[str], max_prompts: int = 32,
-                  max_new_tokens: int = 48) -> float | None:
-    """Share of greedy answers to (at most `max_prompts` distinct) held-out prompts that are
-    `grounded` in them; None without prompts."""
-    unique = sorted(set(prompts))
+def holds_answer(answer: str, reference: str) -> bool:
+    """Does `answer` give what `reference` (a 👍 answer or a correction) says? Every fact-like
+    claim of the reference (numbers, names, codes) must be in it, or, when the reference has
+    none, half of its content words; an "I don't know" never holds one."""
+    from bot.services.grounding import claims, normalise, occurs
+
+    if IDK.search(answer):
+        return False
+    wanted = claims(reference)
+    if wanted:
+        said = normalise(answer)
+        return all(occurs(c, said) for c in wanted)
+    words = {w for w in _CONTENT.findall(reference.lower()) if w not in _COMMON}
+    return not words or len(words & set(_CONTENT.findall(answer.lower()))) / len(words) >= 0.5
+
+
+@dataclass
+class AnswerChecks:
+    grounded: float | None  # share of answers that stay with their prompt
+    accuracy: float | None  # share of answers that give their reference's facts
+
+
+def answer_checks(model, tokenizer, prompts: list[str], references: dict[str, str],
+                  max_prompts: int = 32, max_new_tokens: int = 48) -> AnswerChecks:
+    """Greedy answers to (at most `max_prompts` distinct) held-out prompts, those with a
+    reference first: how many are `grounded` in their prompt, and how many of those with a
+    reference answer (`references`: prompt → a 👍 answer or correction) hold its facts."""
+    unique = sorted(set(prompts) | set(references))
     random.Random(0).shuffle(unique)
+    unique.sort(key=lambda p: p not in references)  # stable: references first
     unique = unique[:max_prompts]
     if not unique:
-        return None
+        return AnswerChecks(None, None)
     answers = greedy_answers(model, tokenizer, unique, max_new_tokens)
-    return sum(grounded(a, p) for a, p in zip(answers, unique, strict=True)) / len(unique)
+    checked = [(a, references[p]) for a, p in zip(answers, unique, strict=True)
+               if p in references]
+    return AnswerChecks(
+        grounded=sum(grounded(a, p) for a, p in zip(answers, unique, strict=True)) / len(unique),
+        accuracy=sum(holds_answer(a, r) for a, r in checked) / len(checked) if checked
+        else None)
+
+
+def references(rows: list[dict]) -> dict[str, str]:
+    """{prompt: the answer to check against} from held-out preferred rows (SFT rows: 👍 answers
+    and corrections) whose answer its prompt supports: a fair test of reading the excerpts."""
+    out: dict[str, str] = {}
+    for row in rows:
+        prompt, answer = str(row["prompt"]), str(row["completion"])
+        if row.get("label", True) and grounded(answer, prompt) and not IDK.search(answer):
+            out.setdefault(prompt, answer)
+    return out

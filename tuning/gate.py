@@ -9,7 +9,10 @@ Rules, all required:
    at most `grounding_margin`;
 4. it has not learned content its excerpts do not support: on held-out preferred answers that
    are not grounded in their own prompt, its loss may fall at most `unsupported_margin`
-   (relative) below the serving adapter's.
+   (relative) below the serving adapter's;
+5. its held-out answers are not less accurate (they give the facts users rated good or wrote
+   as corrections) by more than `accuracy_margin`; a rise in accuracy also counts as being
+   better for rule 2.
 
 Rule 2 alone can be fooled by poisoned ratings: attackers' 👍 and corrections also land in the
 held-out split. Rules 3 and 4 catch what they plant, because a planted answer is not in the
@@ -42,7 +45,8 @@ def _at_most_drop(name: str, candidate: float, serving: float, allowed: float,
 
 
 def decide(candidate: Metrics, serving: Metrics, margin: float,
-           grounding_margin: float = 0.1, unsupported_margin: float = 0.1) -> Decision:
+           grounding_margin: float = 0.1, unsupported_margin: float = 0.1,
+           accuracy_margin: float = 0.05) -> Decision:
     reasons: list[str] = []
     ok = _at_most_drop("golden pass rate", candidate.golden_pass, serving.golden_pass, margin,
                        reasons)
@@ -62,6 +66,12 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
         c, v = candidate.heldout_loss, serving.heldout_loss
         (improved if c < v else worse).append("answer loss")
         reasons.append(f"held-out answer loss {v:.3f} → {c:.3f}")
+    accuracy_ok = True
+    if candidate.answer_accuracy is not None and serving.answer_accuracy is not None:
+        c, v = candidate.answer_accuracy, serving.answer_accuracy
+        if c > v:
+            improved.append("answer accuracy")
+        accuracy_ok = _at_most_drop("held-out answer accuracy", c, v, accuracy_margin, reasons)
     better = bool(improved) and not worse
     if worse:
         reasons.append("worse on held-out ratings: " + ", ".join(worse))
@@ -78,4 +88,4 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
                            f"{c:.3f} (allowed fall {unsupported_margin:.0%})")
         else:
             reasons.append(f"loss on unsupported held-out answers {v:.3f} → {c:.3f}")
-    return Decision(promote=ok and better, reasons=reasons)
+    return Decision(promote=ok and better and accuracy_ok, reasons=reasons)

@@ -23,11 +23,12 @@ from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
 from tuning.evaluate import (
     Metrics,
+    answer_checks,
     answer_loss,
     golden_checks,
-    grounded_rate,
     load_golden,
     preference_accuracy,
+    references,
     unsupported,
 )
 from tuning.runs import RunOutcome, tuning_run
@@ -41,13 +42,16 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
                    for g in golden]
     heldout = heldout_sft + heldout_kto
     off_prompt = unsupported(heldout)
+    answers = answer_checks(model, tokenizer, [str(r["prompt"]) for r in heldout],
+                            references(heldout_sft))
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows),
                    golden_pass=golden_checks(model, tokenizer, golden),
                    heldout_loss=answer_loss(model, tokenizer, heldout_sft) if heldout_sft else None,
                    preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto),
-                   grounded=grounded_rate(model, tokenizer, [str(r["prompt"]) for r in heldout]),
+                   grounded=answers.grounded,
                    unsupported_loss=answer_loss(model, tokenizer, off_prompt) if off_prompt
-                   else None)
+                   else None,
+                   answer_accuracy=answers.accuracy)
 
 
 def _knowledge_check(settings: Settings) -> Callable[[Feedback], bool]:

@@ -65,7 +65,8 @@ class Run:
         """Gate the trained candidate, commit it as a version, promote it if it passed, and
         write the run's record and report."""
         decision = decide(candidate, serving, self.cfg.golden_margin,
-                          self.cfg.grounding_margin, self.cfg.unsupported_margin)
+                          self.cfg.grounding_margin, self.cfg.unsupported_margin,
+                          self.cfg.accuracy_margin)
         assert self.staging is not None, "conclude() after training into staging"
         version = self.registry.commit(self.staging, {
             "kind": kind, "run_id": self.id, "from": self.serving, "method": self.cfg.method,
