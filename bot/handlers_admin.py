@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the Bot API's getFile limit
 PAGE_SIZE = 10
 REFUSAL = "Sorry, only knowledge-base admins can do that."
+REVIEW_NOTES = ("📚 Correction", "↩️ Undone", "✅ Correction", "🚫 Correction",
+                "There is no correction")  # how review_button's notes start
 KB_ADD_USAGE = ("Usage: /kb_add <title> on the first line and the text on the next lines, "
                 "or reply /kb_add <title> to a message whose text should be added.")
 
@@ -303,8 +305,11 @@ async def review_button(update: Update, context: AssistantContext) -> None:
         await query.answer("That button is no longer valid.")
         return
     await query.answer()
-    text = (query.message.text if query.message and query.message.text else "").split("\n\n")[0]
-    await query.edit_message_text(f"{text}\n\n{note}"[:4000], reply_markup=keyboard)
+    text = query.message.text if query.message and query.message.text else ""
+    head, _, last = text.rpartition("\n\n")
+    if head and last.startswith(REVIEW_NOTES):  # a button pressed before: replace its note
+        text = head
+    await query.edit_message_text(f"{text[:3500]}\n\n{note}", reply_markup=keyboard)
 
 
 def register(application: Application) -> None:

@@ -116,6 +116,8 @@ async def test_a_correction_becomes_knowledge_with_one_button_and_undo_takes_it_
     (undo,), = shown["reply_markup"]["inline_keyboard"]
     botapi.press_button(ADMIN, shown, undo["callback_data"])
     await botapi.wait_for(lambda: "Undone: #2 left the knowledge base" in shown["text"])
+    assert "is in the knowledge base" not in shown["text"]  # the note replaced, the rest kept
+    assert "Q: Is there a student discount?" in shown["text"]
     assert services.knowledge.show(2) is None and services.knowledge.count() == 1
     assert services.store.correction(1)[2] == "held:unsupported"  # type: ignore[index]
 
