@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bot.config import Settings
@@ -54,12 +55,20 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
                    answer_accuracy=answers.accuracy)
 
 
-def _knowledge_check(settings: Settings) -> Callable[[Feedback], bool]:
-    """Whether the knowledge base backs a correction (see `ReviewService.backed`)."""
+@contextmanager
+def _knowledge_check(settings: Settings, enabled: bool) -> Iterator[Callable[[Feedback], bool] | None]:
+    """Whether the knowledge base backs a correction (see `ReviewService.backed`); None when
+    the screen is off."""
+    if not enabled:
+        yield None
+        return
     from bot.wiring import build_services
 
-    review = build_services(settings, with_chat=False, seed=False).review
-    return lambda f: review.backed(f.question, f.prompt, f.completion)
+    services = build_services(settings, with_chat=False, seed=False)
+    try:
+        yield lambda f: services.review.backed(f.question, f.prompt, f.completion)
+    finally:
+        services.close()
 
 
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
@@ -69,11 +78,10 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     with tuning_run(settings, cfg, "nightly") as run:
         # Retrieval learns from the same ratings every night, whether or not a model trains.
         boosts = BoostStore(run.store.db).recompute(actor="nightly")
-        data = collect_feedback(run.store, run.store.last_data_until("nightly"),
-                                cfg.max_rows_per_user, cfg.seed,
-                                backed=_knowledge_check(settings) if cfg.screen_corrections
-                                else None,
-                                repeated_from=cfg.repeated_from if cfg.screen_corrections else 0)
+        with _knowledge_check(settings, cfg.screen_corrections) as backed:
+            data = collect_feedback(run.store, run.store.last_data_until("nightly"),
+                                    cfg.max_rows_per_user, cfg.seed, backed=backed,
+                                    repeated_from=cfg.repeated_from if backed else 0)
         run.store.hold(data.held)
         run.sizes = {"sft": len(data.sft), "kto": len(data.kto), "held": len(data.held),
                      "boosted_chunks": boosts["chunks"]}
