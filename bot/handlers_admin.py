@@ -281,17 +281,23 @@ async def review_button(update: Update, context: AssistantContext) -> None:
     cid = int(parts[2])
     keyboard = None
     if parts[1] == "kb":
-        result = await asyncio.to_thread(review.to_knowledge, cid, actor,
-                                         update.effective_user.id)
+        try:
+            result = await asyncio.to_thread(review.to_knowledge, cid, actor,
+                                             update.effective_user.id)
+        except UserError as exc:
+            await query.answer(str(exc)[:200], show_alert=True)
+            return
         if result is None:
             note = f"There is no correction #{cid} any more."
         else:
             doc = result.document
+            duplicate = result.status.value == "duplicate"
             note = (f"📚 Correction #{cid} is in the knowledge base as #{doc.id} “{doc.title}”"
-                    + (" (it was already there)" if result.status.value == "duplicate" else "")
+                    + (" (the same text was already there)" if duplicate else "")
                     + "; answers use it from now on, and it trains tonight.")
-            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(
-                "↩️ Undo", callback_data=f"fb:undo:{cid}:{doc.id}")]])
+            if not duplicate:  # undo removes only what this button added
+                keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(
+                    "↩️ Undo", callback_data=f"fb:undo:{cid}:{doc.id}")]])
     elif parts[1] == "undo" and len(parts) == 4:
         await asyncio.to_thread(review.undo_knowledge, cid, int(parts[3]), actor)
         note = (f"↩️ Undone: #{parts[3]} left the knowledge base, and correction #{cid} is "

@@ -199,6 +199,8 @@ class BotAPIEmulator:
         msg["edit_date"] = int(time.time())
         if "reply_markup" in p:
             msg["reply_markup"] = p["reply_markup"]
+        else:  # as Telegram does: an edit without a keyboard removes the inline keyboard
+            msg.pop("reply_markup", None)
         return msg
 
     # --- what tests use ----------------------------------------------------------------------

@@ -113,6 +113,13 @@ async def test_a_correction_becomes_knowledge_with_one_button_and_undo_takes_it_
     actions = {(e.actor, e.action) for e in services.store.audit_entries()}
     assert ("telegram:42", "correction_approved") in actions
 
+    # Pressed again from a later /feedback: already there, so no Undo that would remove it.
+    botapi.send_text(ADMIN, "/feedback")
+    again = await botapi.wait_for_message(ADMIN, 2)
+    botapi.press_button(ADMIN, again, add["callback_data"])
+    await botapi.wait_for(lambda: "the same text was already there" in again["text"])
+    assert not again.get("reply_markup") and services.knowledge.count() == 2
+
     (undo,), = shown["reply_markup"]["inline_keyboard"]
     botapi.press_button(ADMIN, shown, undo["callback_data"])
     await botapi.wait_for(lambda: "Undone: #2 left the knowledge base" in shown["text"])
