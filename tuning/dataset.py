@@ -24,8 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.services.grounding import normalise_words
-from bot.storage.training import Feedback, TrainingStore
+from bot.storage.training import Feedback, TrainingStore, same_text
 
 Row = dict[str, object]
 
@@ -59,12 +58,11 @@ def screen_corrections(feedback: list[Feedback], backed: Callable[[Feedback], bo
     fixes = [f for f in feedback if f.value == 0 and f.correction_id is not None]
     senders: dict[str, set[int]] = defaultdict(set)
     for f in fixes:
-        senders[" ".join(normalise_words(f.completion).split())].add(f.user_id)
+        senders[same_text(f.completion)].add(f.user_id)
     held: dict[int, str] = {}
     for f in fixes:
         assert f.correction_id is not None
-        if repeated_from and len(senders[" ".join(normalise_words(f.completion).split())]) \
-                >= repeated_from:
+        if repeated_from and len(senders[same_text(f.completion)]) >= repeated_from:
             held[f.correction_id] = "repeated"
         elif backed is not None and not backed(f):
             held[f.correction_id] = "unsupported"

@@ -268,14 +268,14 @@ def supported(text: str, evidence: Iterable[str], given: str = "",
     """True if `evidence` backs `text` (a user's correction, say): each of its claims occurs in
     it, and at least `min_share` of its other words do (crudely stemmed). What `text` repeats
     from `given` (the question it answers) counts neither way."""
-    evidence, asked = list(evidence), normalise(given)
+    joined, asked = "\n".join(evidence), normalise(given)
     known = {_root(w) for w in _WORDS.findall(normalise_words(given))}
-    source = normalise("\n".join(evidence))
+    source = normalise(joined)
     if any(not occurs(c, source) for c in claims(text) if not (given and occurs(c, asked))):
         return False
     words = [w for w in dict.fromkeys(_WORDS.findall(normalise_words(text)))
              if w not in _PHRASING and _root(w) not in known]
     if not words:
         return True
-    missing = set(new_words(text, "\n".join(evidence)))
+    missing = set(new_words(text, joined))
     return 1 - sum(w in missing for w in words) / len(words) >= min_share

@@ -19,9 +19,7 @@ from bot.services.grounding import supported
 from bot.services.knowledge import AddResult, KnowledgeService
 from bot.storage.reporting import Complaint, HeldCorrection, ReportStore
 from bot.storage.store import Store
-from bot.storage.training import APPROVED
-
-REJECTED, HELD_UNSUPPORTED = "rejected", "held:unsupported"
+from bot.storage.training import APPROVED, HELD, REJECTED
 
 
 class Cause(StrEnum):
@@ -107,7 +105,7 @@ class ReviewService:
     def undo_knowledge(self, correction_id: int, document_id: int, actor: str) -> bool:
         """Take back `to_knowledge`: remove the entry and hold the correction again."""
         removed = self.knowledge.remove(document_id, actor)
-        held = self.store.review_correction(correction_id, HELD_UNSUPPORTED, actor,
+        held = self.store.review_correction(correction_id, HELD + "unsupported", actor,
                                             {"document_id": document_id, "undo": True})
         return removed is not None or held
 

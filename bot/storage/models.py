@@ -175,6 +175,7 @@ class Correction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # None: trainable as is. "held:unsupported" / "held:repeated": the nightly screen kept it out
     # of training for an admin to look at; "approved" (trains) or "rejected" (never trains).
+    # The values: `bot.storage.training.HELD`, `APPROVED`, `REJECTED`.
     review: Mapped[str | None] = mapped_column(String(24), index=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import case, func, select
@@ -9,6 +10,7 @@ from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
 from bot.storage.models import Correction, Document, Message, Rating, User
+from bot.storage.training import HELD, same_text
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class HeldCorrection:
     question: str
     text: str
     reason: str  # unsupported | repeated
-    senders: int  # accounts that sent the same text
+    senders: int  # accounts whose same text (`same_text`) is held too
 
 
 class ReportStore:
@@ -97,19 +99,19 @@ class ReportStore:
 
     def held(self, limit: int = 10) -> tuple[int, list[HeldCorrection]]:
         """How many corrections wait for review, and the oldest `limit` of them."""
-        waiting = Correction.review.like("held:%")
         question = aliased(Message)
         with self.db.read() as s:
-            total = s.scalar(select(func.count(Correction.id)).where(waiting)) or 0
             rows = s.execute(select(Correction.id, Correction.text, Correction.review,
-                                    question.text)
+                                    Correction.user_id, question.text)
                              .join(Message, Message.id == Correction.message_id)
                              .outerjoin(question, question.id == Message.question_id)
-                             .where(waiting).order_by(Correction.id).limit(limit)).all()
-            out = []
-            for cid, text, review, asked in rows:
-                senders = s.scalar(select(func.count(func.distinct(Correction.user_id)))
-                                   .where(func.lower(Correction.text) == text.lower())) or 1
-                out.append(HeldCorrection(cid, asked or "", text, (review or ":").split(":", 1)[1],
-                                          senders))
-        return total, out
+                             .where(Correction.review.startswith(HELD))
+                             .order_by(Correction.id)).all()
+        # Accounts behind each text, counted as the screen counts them (`same_text`): a
+        # repeated text is held from every account that sent it.
+        senders: dict[str, set[int]] = defaultdict(set)
+        for _, text, _, user_id, _ in rows:
+            senders[same_text(text)].add(user_id)
+        return len(rows), [HeldCorrection(cid, asked or "", text, (review or HELD)[len(HELD):],
+                                          len(senders[same_text(text)]))
+                           for cid, text, review, _, asked in rows[:limit]]

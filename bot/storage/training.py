@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,13 @@ from sqlalchemy.orm import aliased
 from bot.storage.db import Database
 from bot.storage.models import Correction, Message, Rating, TrainingRun, User, utcnow
 
-APPROVED = "approved"  # Correction.review: an admin let a held correction train
+# Correction.review: held back by the nightly screen (HELD + the reason), or an admin's decision.
+HELD, APPROVED, REJECTED = "held:", "approved", "rejected"
+
+
+def same_text(text: str) -> str:
+    """What makes two corrections "the same text": case, spacing and Unicode forms aside."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class TrainingStore:
         with self.db.write() as s:
             for cid, reason in reasons.items():
                 s.execute(update(Correction).where(Correction.id == cid, Correction.review.is_(None))
-                          .values(review=f"held:{reason}", reviewed_at=utcnow()))
+                          .values(review=HELD + reason, reviewed_at=utcnow()))
 
     def forgotten_prompts(self) -> set[str]:
         """Prompts of answers to questions from forgotten users: they never train (the answer
