@@ -1,0 +1,289 @@
+"""Serving benchmark: how fast does a user get an answer, per runtime, side by side?
+
+Rows, one machine, one run, the same prompts (the ones the answer benchmark's questions produce
+through `ChatService`, exactly as the bot builds them) and the same answer length limit:
+
+  * ours: `HFChatModel` as the bot uses it (batching, stop strings, streaming);
+  * plain: transformers' `model.generate` on the same weights, one request at a time;
+  * llama.cpp: llama-cpp-python on the packaged GGUF, in its own virtual environment
+    (`make engine`: `.cache/engines/llamacpp`, built from source once, ~9 minutes on 2 cores);
+  * engine: the bot's `LLM_URL` client (`OpenAIChatModel`) against an OpenAI-compatible server
+    started by the bench (llama-cpp-python's server on the same GGUF; see the README for vLLM).
+
+Each runtime runs in its own process (so its peak memory is its own) and is measured by
+`harness.py`: time to first token, reply p50/p95, decode tokens/s, and at 1, 4, 8 and 16 chats
+asking at once the total tokens/s and the p95 wait. Results: bench/results/serving.json, one row
+per runtime.
+
+Usage: python bench/serving/run.py [--runtimes ours plain llama.cpp engine] [--levels 1 4 8 16]
+       [--prompts N] [--label TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+CACHE = ROOT / ".cache" / "bench-serving"
+ENGINES = ROOT / ".cache" / "engines"
+LLAMACPP_VENV = ENGINES / "llamacpp"
+RESULTS = ROOT / "bench" / "results" / "serving.json"
+RUNTIMES = ["ours", "plain", "llama.cpp", "engine"]
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# -- prompts ---------------------------------------------------------------------------------
+
+def collect_prompts(limit: int) -> dict[str, Any]:
+    """The chats the model is given for the answer benchmark's questions, recorded on the way
+    to the model (questions the bot answers without the model give no prompt)."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "bench" / "answers"))
+    from questions import ANSWERABLE, HELD_OUT_ANSWERABLE
+
+    loader = importlib.util.spec_from_file_location("answers_bench", ROOT / "bench" / "answers"
+                                                    / "run.py")
+    assert loader is not None and loader.loader is not None
+    answers_bench = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(answers_bench)
+
+    from transformers import AutoTokenizer
+
+    from bot.config import Settings
+    from bot.model import resolve_base_model
+    from bot.model.base import STOP_STRINGS, Generation
+    from bot.prompting import render
+    from bot.storage.store import UserInfo
+    from bot.wiring import build_services
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    settings = Settings(_env_file=None, data_dir=data_dir, seed_knowledge=False)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("", ROOT / ".cache" / "models"))
+    seen: list[list[dict[str, str]]] = []
+
+    class Recorder:
+        adapter_version = "recorder"
+
+        def generate(self, messages, on_text=None):  # type: ignore[no-untyped-def]
+            seen.append(messages)
+            return Generation("I don't know.", render(tokenizer, messages), "recorder", 1, 0.0)
+
+        def count_tokens(self, text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    services = build_services(settings, seed=False, model=Recorder())
+    for path in answers_bench.corpus(data_dir / "corpus"):
+        services.knowledge.add_file(path, actor="bench")
+    assert services.chat is not None
+    user = UserInfo(id=1, username="bench", first_name="Bench", language_code="en")
+    for i, (question, _facts) in enumerate(ANSWERABLE + HELD_OUT_ANSWERABLE):
+        services.chat.answer(10_000 + i, user, question)
+        if limit and len(seen) >= limit:
+            break
+    services.close()
+    texts = [render(tokenizer, m) for m in seen]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return {"messages": seen, "texts": texts, "stop": STOP_STRINGS[:4],
+            "prompt_tokens_p50": sorted(lengths)[len(lengths) // 2]}
+
+
+# -- workers (each in its own process) -------------------------------------------------------
+
+def worker(name: str, spec: dict[str, Any], out: Path, levels: list[int], max_new: int,
+           url: str = "") -> None:
+    from harness import run
+
+    if name == "engine":
+        from bot.model.remote import OpenAIChatModel
+
+        client = OpenAIChatModel(url, max_new_tokens=max_new, timeout=600)
+
+        def generate(messages, on_token):  # type: ignore[no-untyped-def]
+            return client.generate(messages, on_text=lambda _text: on_token()).new_tokens
+
+        run(name, generate, spec["messages"], levels, out)
+        return
+
+    from bot.model import HFChatModel
+
+    model = HFChatModel("", ROOT / ".cache" / "models", ROOT / ".cache" / "no-adapters",
+                        max_new_tokens=max_new)
+    if name == "ours":
+        def generate(messages, on_token):  # type: ignore[no-untyped-def]
+            return model.generate(messages, on_text=lambda _text: on_token()).new_tokens
+
+        run(name, generate, spec["messages"], levels, out)
+        return
+
+    import threading
+
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class Streamer(BaseStreamer):
+        def __init__(self, on_token) -> None:  # type: ignore[no-untyped-def]
+            self.on_token, self.prompt_seen = on_token, False
+
+        def put(self, value) -> None:  # type: ignore[no-untyped-def]
+            if self.prompt_seen:
+                self.on_token()
+            self.prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    tok, lock = model.tokenizer, threading.Lock()
+
+    def plain(text, on_token):  # type: ignore[no-untyped-def]
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        with lock, torch.inference_mode():
+            out = model.model.generate(**enc, max_new_tokens=max_new, do_sample=False,
+                                       stop_strings=spec["stop"], tokenizer=tok,
+                                       streamer=Streamer(on_token))
+        return int(out.shape[1] - enc["input_ids"].shape[1])
+
+    run(name, plain, spec["texts"], levels, out)
+
+
+# -- orchestration ---------------------------------------------------------------------------
+
+def ensure_llamacpp() -> Path:
+    """llama-cpp-python (with its server) in its own venv: `make engine` builds it once."""
+    python = LLAMACPP_VENV / "bin" / "python"
+    if not (LLAMACPP_VENV / ".installed").exists():
+        subprocess.run(["make", "-C", str(ROOT), "engine"], check=True)
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_of(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def start_engine(python: Path, gguf: Path) -> tuple[subprocess.Popen, str]:
+    """llama-cpp-python's OpenAI-compatible server on `gguf`; returns it and its /v1 URL."""
+    import httpx
+
+    port = free_port()
+    log = open(CACHE / "engine.log", "w")  # noqa: SIM115 - closed with the process
+    server = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf),
+                               "--host", "127.0.0.1", "--port", str(port),
+                               "--n_threads", str(os.cpu_count() or 1), "--n_ctx", "4096"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"The engine exited; see {CACHE / 'engine.log'}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("The engine did not start in 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtimes", nargs="*", default=RUNTIMES, choices=RUNTIMES)
+    parser.add_argument("--levels", type=int, nargs="*", default=[1, 4, 8, 16])
+    parser.add_argument("--prompts", type=int, default=24, help="prompts for the single-chat part")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="the bot's default")
+    parser.add_argument("--label", default="", help="name of this run in the results file")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--part", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, json.loads(args.spec.read_text()), args.part, args.levels,
+               args.max_new_tokens, args.url)
+        return
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    spec_file = CACHE / "prompts.json"
+    print("== Collecting the prompts the answer benchmark gives the model", file=sys.stderr)
+    spec = collect_prompts(args.prompts)
+    spec_file.write_text(json.dumps(spec))
+    from bot.model import packaged_gguf
+
+    gguf = packaged_gguf()
+    levels = [str(n) for n in args.levels]
+    rows = []
+    for name in args.runtimes:
+        print(f"== {name}", file=sys.stderr)
+        part = CACHE / f"{name}.json"
+        part.unlink(missing_ok=True)
+        server = None
+        if name == "llama.cpp":
+            command = [str(ensure_llamacpp()), str(HERE / "llamacpp_worker.py"), str(spec_file),
+                       str(part), str(gguf), str(args.max_new_tokens), *levels]
+        else:
+            url = ""
+            if name == "engine":
+                server, url = start_engine(ensure_llamacpp(), gguf)
+            command = [sys.executable, __file__, "--worker", name, "--spec", str(spec_file),
+                       "--part", str(part), "--url", url,
+                       "--max-new-tokens", str(args.max_new_tokens), "--levels", *levels]
+        try:
+            subprocess.run(command, check=True)
+            row = json.loads(part.read_text())
+            if server is not None:
+                row["peak_rss_mb"] = peak_rss_of(server.pid)
+                row["runtime"] = "llama-cpp-python server (OpenAI-compatible)"
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "concurrency"}), file=sys.stderr)
+
+    flags = cpu_flags()
+    report = {"label": args.label, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+              "prompts": len(spec["texts"]), "prompt_tokens_p50": spec["prompt_tokens_p50"],
+              "max_new_tokens": args.max_new_tokens,
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                         + ("AMX" if "amx_tile" in flags else "AVX512-BF16" if "avx512_bf16"
+                            in flags else "AVX2" if "avx2" in flags else "no AVX2")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
