@@ -60,13 +60,17 @@ def load_chat_model(settings: Settings) -> ChatModel:
                                max_new_tokens=settings.max_new_tokens,
                                temperature=settings.temperature,
                                timeout=settings.generation_timeout_s,
-                               tokenizer=_base_tokenizer(settings))
+                               tokenizer=_base_tokenizer(settings),
+                               adapters_dir=settings.adapters_dir
+                               if settings.llm_follow_adapters else None,
+                               engine_adapters_dir=settings.llm_adapters_dir)
     return HFChatModel(settings.base_model, settings.models_dir, settings.adapters_dir,
                        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                        repetition_penalty=settings.repetition_penalty,
                        no_repeat_ngram_size=settings.no_repeat_ngram_size,
                        max_time=settings.generation_timeout_s,
-                       max_batch=settings.generation_workers)
+                       max_batch=settings.generation_workers,
+                       decode_bf16=settings.decode_bf16)
 
 
 def _base_tokenizer(settings: Settings) -> Any:

@@ -102,6 +102,35 @@ def test_concurrent_requests_are_batched(tmp_path: Path) -> None:
     assert results["Say hello."] == alone  # left padding does not change a greedy answer
 
 
+def test_the_shared_prompt_start_is_read_once_and_changes_no_answer(tmp_path: Path) -> None:
+    import threading
+
+    from bot.config import DEFAULT_SYSTEM_PROMPT
+    from bot.model.prefix import PrefixCache
+
+    model = load(tmp_path / "adapters")
+    questions = ["Say hello.", "Name a colour.", "Count to three.", "Say goodbye."]
+    chats = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+              {"role": "user", "content": q}] for q in questions]
+    model._prefix = PrefixCache(min_tokens=10**6)  # never caches: every prompt read in full
+    reference = [model.generate(chat).text for chat in chats]
+    model._prefix = PrefixCache()
+    assert [model.generate(chat).text for chat in chats] == reference
+    assert model._prefix.hits == 3  # all but the first: the second taught it the shared start
+    assert len(model._prefix.ids) >= 40  # the system prompt's tokens
+    batched: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        batched[i] = model.generate(chats[i]).text
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(chats))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [batched[i] for i in range(len(chats))] == reference  # [start][pads][row] rows
+
+
 def test_generation_timeout_keeps_the_answer_so_far(tmp_path: Path) -> None:
     import time
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from bot.adapters import current_adapter
 from bot.model.base import BASE_VERSION, STOP_STRINGS, Generation
+from bot.model.prefix import PrefixCache, read_prompt
 from bot.prompting import ChatMessages, render
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,8 @@ def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None
 
 class _BatchStreamer:
     """Feeds each row's decoded text to its callback as tokens arrive (transformers' streamer
-    protocol: the first `put` carries the prompts, then one token per row per step)."""
+    protocol: the first `put` carries the prompts, then each step's new tokens per row: one in
+    plain decoding, several when prompt-lookup decoding accepts a run of them)."""
 
     def __init__(self, tokenizer, callbacks: list[Callable[[str], None] | None]) -> None:
         self._tokenizer, self._callbacks = tokenizer, callbacks
@@ -111,11 +113,11 @@ class _BatchStreamer:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        for row, token in enumerate(value.reshape(len(self._callbacks), -1)[:, -1].tolist()):
+        for row, tokens in enumerate(value.reshape(len(self._callbacks), -1).tolist()):
             callback = self._callbacks[row]
             if callback is None:
                 continue
-            self._ids[row].append(token)
+            self._ids[row].extend(tokens)
             try:
                 callback(self._tokenizer.decode(self._ids[row], skip_special_tokens=True))
             except Exception:  # a display callback must never break the other rows
@@ -141,7 +143,7 @@ class HFChatModel:
                  max_new_tokens: int = 160, temperature: float = 0.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 4,
                  max_time: float | None = None, max_batch: int = 8,
-                 device: str | None = None) -> None:
+                 device: str | None = None, decode_bf16: bool = False) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -150,6 +152,9 @@ class HFChatModel:
         self._base_path = resolve_base_model(base_model, cache_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        # With `decode_bf16` a CPU reads the prompt in float32 and a bfloat16 copy writes the
+        # answer (see prefix.read_prompt): faster tokens, but answers then depend on the batch.
+        self._decode_dtype = torch.bfloat16 if decode_bf16 else self._dtype
         self.tokenizer = AutoTokenizer.from_pretrained(self._base_path)
         # Only this private copy ever pads (left, so every row continues at the end), and only
         # under the model lock: a fast tokenizer whose padding settings change while another
@@ -167,8 +172,9 @@ class HFChatModel:
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
         adapter = current_adapter(adapters_dir)
-        self.model = self._load(adapter)
+        self.model, self.decoder = self._load(adapter)
         self.adapter_version = adapter[0] if adapter else BASE_VERSION
+        self._prefix = PrefixCache()  # the prompt start all chats share, read once
         self._broken_version: str | None = None
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
@@ -183,10 +189,16 @@ class HFChatModel:
         logger.info("Chat model %s (adapter %s) ready on %s in %.1f s", self.base_name,
                     self.adapter_version, self.device, time.monotonic() - started)
 
-    def _load(self, adapter: tuple[str, Path] | None):
-        """A fresh base model, with `adapter` applied when given."""
-        return load_model(self._base_path, adapter[1] if adapter else None, dtype=self._dtype,
-                          device=self.device)
+    def _load(self, adapter: tuple[str, Path] | None) -> tuple[Any, Any]:
+        """A fresh base model, with `adapter` applied when given, and the copy that writes
+        answers (the same model unless it decodes in another dtype)."""
+        model = load_model(self._base_path, adapter[1] if adapter else None, dtype=self._dtype,
+                           device=self.device)
+        if self._decode_dtype == self._dtype:
+            return model, model
+        import copy
+
+        return model, copy.deepcopy(model).to(self._decode_dtype)
 
     def _follow_registry(self) -> None:
         """Switch to the adapter `CURRENT` names, if it changed (caller holds the lock, so
@@ -196,7 +208,8 @@ class HFChatModel:
         if version in (self.adapter_version, self._broken_version):
             return
         try:
-            self.model = self._load(adapter)
+            self.model, self.decoder = self._load(adapter)
+            self._prefix.clear()
         except Exception:
             logger.exception("Could not load adapter %s; still serving %s", version,
                              self.adapter_version)
@@ -246,13 +259,18 @@ class HFChatModel:
                 self._follow_registry()
                 version = self.adapter_version
                 tokenizer = self._batch_tokenizer
-                inputs = tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+                rows = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"]
+                        for r in batch]
+                inputs = self._prefix.inputs(self.model, rows, tokenizer.pad_token_id)
+                inputs = {k: v.to(self.device) if k != "past_key_values" else v
+                          for k, v in inputs.items()}
+                if self.decoder is not self.model:
+                    inputs = read_prompt(self.model, inputs, self._decode_dtype)
                 sampling = {"do_sample": True, "temperature": self.temperature} \
                     if self.temperature > 0 else {"do_sample": False}
                 callbacks = [r.on_text for r in batch]
                 started = time.monotonic()
-                output = self.model.generate(
+                output = self.decoder.generate(
                     **inputs, max_new_tokens=self.max_new_tokens,
                     repetition_penalty=self.repetition_penalty,
                     no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
