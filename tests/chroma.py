@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -24,7 +24,7 @@ def _free_port() -> int:
 def chroma_server(path: Path) -> Iterator[str]:
     """Start `chroma run` on a free port with its data in `path`; yield its URL."""
     chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([chroma, "run", "--path", str(path), "--host", "127.0.0.1",
                              "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+from tests.engine import engine_server  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-serving"
 ENGINES = ROOT / ".cache" / "engines"
@@ -180,12 +181,6 @@ def ensure_llamacpp() -> Path:
     return python
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def peak_rss_of(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -193,28 +188,12 @@ def peak_rss_of(pid: int) -> float:
     return 0.0
 
 
-def start_engine(python: Path, gguf: Path) -> tuple[subprocess.Popen, str]:
-    """llama-cpp-python's OpenAI-compatible server on `gguf`; returns it and its /v1 URL."""
-    import httpx
-
-    port = free_port()
-    log = open(CACHE / "engine.log", "w")  # noqa: SIM115 - closed with the process
-    server = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(gguf),
-                               "--host", "127.0.0.1", "--port", str(port),
-                               "--n_threads", str(os.cpu_count() or 1), "--n_ctx", "4096"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"The engine exited; see {CACHE / 'engine.log'}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("The engine did not start in 120 s")
+def worker_command(name: str, spec_file: Path, part: Path, args: argparse.Namespace,
+                   url: str = "") -> list[str]:
+    """This script again, as the worker measuring `name` in its own process."""
+    return [sys.executable, __file__, "--worker", name, "--spec", str(spec_file),
+            "--part", str(part), "--url", url, "--max-new-tokens", str(args.max_new_tokens),
+            "--levels", *map(str, args.levels)]
 
 
 def main() -> None:
@@ -249,27 +228,20 @@ def main() -> None:
         print(f"== {name}", file=sys.stderr)
         part = CACHE / f"{name}.json"
         part.unlink(missing_ok=True)
-        server = None
         if name == "llama.cpp":
-            command = [str(ensure_llamacpp()), str(HERE / "llamacpp_worker.py"), str(spec_file),
-                       str(part), str(gguf), str(args.max_new_tokens), *levels]
-        else:
-            url = ""
-            if name == "engine":
-                server, url = start_engine(ensure_llamacpp(), gguf)
-            command = [sys.executable, __file__, "--worker", name, "--spec", str(spec_file),
-                       "--part", str(part), "--url", url,
-                       "--max-new-tokens", str(args.max_new_tokens), "--levels", *levels]
-        try:
-            subprocess.run(command, check=True)
+            subprocess.run([str(ensure_llamacpp()), str(HERE / "llamacpp_worker.py"),
+                            str(spec_file), str(part), str(gguf), str(args.max_new_tokens),
+                            *levels], check=True)
             row = json.loads(part.read_text())
-            if server is not None:
-                row["peak_rss_mb"] = peak_rss_of(server.pid)
-                row["runtime"] = "llama-cpp-python server (OpenAI-compatible)"
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+        elif name == "engine":
+            with engine_server(ensure_llamacpp(), gguf, CACHE / "engine.log",
+                               threads=os.cpu_count()) as (server, url):
+                subprocess.run(worker_command(name, spec_file, part, args, url), check=True)
+                row = {**json.loads(part.read_text()), "peak_rss_mb": peak_rss_of(server.pid),
+                       "runtime": "llama-cpp-python server (OpenAI-compatible)"}
+        else:
+            subprocess.run(worker_command(name, spec_file, part, args), check=True)
+            row = json.loads(part.read_text())
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "concurrency"}), file=sys.stderr)
 

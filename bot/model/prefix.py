@@ -1,4 +1,6 @@
-"""Read the start every prompt shares only once.
+"""Reading prompts into the key/value cache: the start every prompt shares only once
+(`PrefixCache`), and optionally in another precision than the answer is written in
+(`read_prompt`).
 
 Every chat begins with the same system prompt and the same line introducing the excerpts (87
 of the ~230 tokens of a typical answer prompt). On a CPU, reading the prompt is most of the wait

@@ -106,8 +106,8 @@ class OpenAIChatModel:
 
     def _unload_old(self, keep: set[str], most: int = 3) -> None:
         """Bound what the engine holds: the newest few versions stay (rollback is then quick)."""
-        for version in [v for v in self._loaded if v not in keep][: max(0, len(self._loaded)
-                                                                        - most)]:
+        stale = [v for v in self._loaded if v not in keep]
+        for version in stale[: max(0, len(self._loaded) - most)]:
             try:
                 self._post_adapter("unload_lora_adapter", version)
             except RemoteModelError:
