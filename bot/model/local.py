@@ -101,8 +101,7 @@ def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None
 
 class _BatchStreamer:
     """Feeds each row's decoded text to its callback as tokens arrive (transformers' streamer
-    protocol: the first `put` carries the prompts, then each step's new tokens per row: one in
-    plain decoding, several when prompt-lookup decoding accepts a run of them)."""
+    protocol: the first `put` carries the prompts, then each step's new tokens per row)."""
 
     def __init__(self, tokenizer, callbacks: list[Callable[[str], None] | None]) -> None:
         self._tokenizer, self._callbacks = tokenizer, callbacks
