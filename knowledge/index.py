@@ -165,6 +165,10 @@ class KnowledgeIndex:
         for cid, text, meta, dist in zip(result["ids"][0], result["documents"][0],
                                          result["metadatas"][0], result["distances"][0],
                                          strict=True):
+            if meta is None or text is None:
+                # Deleted by another process between the vector and the record lookups (a
+                # document being replaced): the chunk is gone, so it is no hit.
+                continue
             hits.append(Hit(chunk_id=cid, document_id=int(meta["document_id"]),
                             version=int(meta["version"]), title=str(meta["title"]), text=text,
                             score=1.0 - float(dist)))
@@ -182,6 +186,8 @@ class KnowledgeIndex:
             with self._using() as collection:
                 batch = collection.get(include=["metadatas"], limit=page, offset=offset)
             for meta in batch["metadatas"]:
+                if meta is None:  # deleted by another process while we page (see `search`)
+                    continue
                 key = (int(meta["document_id"]), int(meta["version"]))
                 counts[key] = counts.get(key, 0) + 1
             if len(batch["ids"]) < page:

@@ -282,7 +282,7 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     results["runs"] = [r for r in results.get("runs", []) if r["label"] != label] + [run]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     services.close()
     if not args.data_dir:
         shutil.rmtree(data_dir, ignore_errors=True)
