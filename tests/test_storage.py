@@ -23,6 +23,43 @@ def test_upgrade_creates_the_schema_and_is_idempotent(tmp_path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_the_head_revision_from_file_names_is_alembics(tmp_path) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from bot.storage.db import ALEMBIC_DIR, head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+    assert make_store(tmp_path).db.revision() == head_revision()
+
+
+def test_upgrade_runs_alembic_only_when_the_schema_is_behind(tmp_path, monkeypatch) -> None:
+    from alembic import command
+
+    db = make_store(tmp_path).db
+    calls: list[str] = []
+    real = command.upgrade
+    monkeypatch.setattr(command, "upgrade", lambda cfg, rev: calls.append(rev) or real(cfg, rev))
+    db.upgrade()
+    assert calls == []  # at the head: only read
+    from alembic.config import Config
+
+    from bot.storage.db import ALEMBIC_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0008")
+    assert db.revision() == "0008"
+    db.upgrade()
+    assert calls == ["head"] and db.revision() == "0009"
+    columns = {c["name"] for c in inspect(db.engine).get_columns("corrections")}
+    assert {"review", "reviewed_at"} <= columns
+
+
 def test_a_changed_vote_updates_the_one_rating(tmp_path) -> None:
     store = make_store(tmp_path)
     store.upsert_user(UserInfo(7))

@@ -29,6 +29,13 @@ def _migrations_dir() -> Path:
 
 
 ALEMBIC_DIR = _migrations_dir()
+
+
+def head_revision() -> str:
+    """The newest migration's revision, read from the file names (`NNNN_what.py`, revision
+    "NNNN"; a test checks this is Alembic's head) without loading Alembic."""
+    return max(p.name.split("_", 1)[0] for p in (ALEMBIC_DIR / "versions").glob("[0-9]*_*.py"))
+
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -81,7 +88,12 @@ class Database:
             yield session
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest Alembic revision (safe to call on every start)."""
+        """Bring the schema to the newest Alembic revision (safe to call on every start).
+
+        A database already at the newest revision is only read: no Alembic import, no script
+        parsing, no write lock (a third of a second off every command-line start)."""
+        if self.revision() == head_revision():
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -92,6 +104,15 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()
+
+    def revision(self) -> str | None:
+        """The schema revision Alembic recorded, None for a database it never touched."""
+        from sqlalchemy import inspect, text
+
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     def scrub(self) -> None:
         """After deleting personal data: move the write-ahead log into the database file and
