@@ -1,10 +1,12 @@
 """Ranking retrieved chunks: which documents, and which of their chunks, a question gets.
 
 The dense index returns the nearest chunks; several often come from one long page, so five hits
-would be two or three candidates. Ranking here orders chunks by similarity (a document's best
-chunk plus a share of its other good chunks, a small lexical bonus for the question's rare words,
-and the feedback boost) and hands out at most `per_document` chunks of each document (then, if
-there are fewer documents than k, their next best chunks).
+would be two or three candidates. Ranking here orders chunks by similarity plus a share of
+their document's BM25 score for the question (`knowledge.lexical`: the question's own words,
+weighted by how rare they are in this knowledge base) and the feedback boost (knobs that
+measured no better and stay off: a document's best chunk plus a share of its other good chunks,
+a rare-word bonus by everyday English frequency), and hands out at most `per_document` chunks of
+each document (then, if there are fewer documents than k, their next best chunks).
 The chunk's own `score` stays its cosine similarity, so thresholds
 downstream keep their meaning. Every knob was chosen by `bench/retrieval` on two corpora.
 """
@@ -32,10 +34,13 @@ class Ranking:
     per_document: int = 1    # chunks of one document in the top k
     document_share: float = 0.0  # weight of a document's second and third best chunks
     lexical_weight: float = 0.0  # weight of the rare-word overlap (0..1) in a chunk's score
+    document_bm25: float = 0.0   # weight of its document's BM25 score (0..1, see knowledge.lexical)
 
 
 # What the product uses, chosen by bench/retrieval on both corpora (see the README).
-DEFAULT_RANKING = Ranking(per_document=1)
+DEFAULT_RANKING = Ranking(per_document=1, document_bm25=0.2)
+# What answering uses: the nearest chunks whatever their document (see `ChatLimits.ranking`).
+ANSWER_RANKING = Ranking(per_document=6)
 
 
 # A follow-up ("and how do I remove it again?") is searched with the previous question's vector
@@ -79,14 +84,18 @@ def lexical_overlap(query: str, text: str) -> float:
 
 
 def rank(query: str, hits: Sequence[Hit], k: int, ranking: Ranking,
-         boosts: Mapping[str, float] | None = None) -> list[Hit]:
+         boosts: Mapping[str, float] | None = None,
+         lexical: Mapping[int, float] | None = None) -> list[Hit]:
     """The top `k` of `hits` (nearest first, current versions only) under `ranking`, each
-    chunk nudged by its feedback boost."""
+    chunk nudged by its feedback boost and by `lexical`, its document's BM25 score relative to
+    the best candidate document's (0..1, `ranking.document_bm25` of it)."""
     if not hits:
         return []
     scored = []
     for hit in hits:
         bonus = boosts.get(hit.chunk_id, 0.0) if boosts else 0.0
+        if ranking.document_bm25 and lexical:
+            bonus += ranking.document_bm25 * lexical.get(hit.document_id, 0.0)
         if ranking.lexical_weight:
             bonus += ranking.lexical_weight * lexical_overlap(query, f"{hit.title}\n{hit.text}")
         scored.append((hit.score + bonus, hit))
@@ -121,7 +130,8 @@ def fetch_size(k: int, ranking: Ranking) -> int:
     """How many dense candidates to fetch for `k` hits: more only when the ranking can change
     which chunks make the top k (a per-document cap below k, document scores, the rare-word
     bonus); boosts only reorder what was fetched."""
-    widens = ranking.per_document < k or ranking.document_share or ranking.lexical_weight
+    widens = (ranking.per_document < k or ranking.document_share or ranking.lexical_weight
+              or ranking.document_bm25)
     return max(k * ranking.candidates, 20) if widens else k
 
 

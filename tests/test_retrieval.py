@@ -11,6 +11,7 @@ from bot.services.knowledge import KnowledgeService
 from bot.storage.store import UserInfo
 from bot.wiring import Services, build_services
 from knowledge.index import Hit
+from knowledge.lexical import BM25
 from knowledge.retrieval import (
     BOOST_USERS,
     MAX_BOOST,
@@ -56,6 +57,48 @@ def test_document_score_and_rare_words_reorder_near_ties() -> None:
     assert lexical_overlap("truncate a table", words[1].text) > lexical_overlap(
         "truncate a table", words[0].text)
     assert rank("truncate a table", words, 1, Ranking(lexical_weight=0.1))[0].document_id == 2
+
+
+def test_bm25_prefers_rare_shared_words_and_scores_only_what_is_asked() -> None:
+    docs = {1: "DELETE removes rows from a table, one by one",
+            2: "TRUNCATE quickly empties a table",
+            3: "CREATE VIEW defines a view"}
+    bm25 = BM25(docs)
+    scores = bm25.scores("empty whole table quickly")
+    assert set(scores) == {1, 2}  # 3 shares no word
+    assert scores[2] > scores[1]  # "quickly" is rarer than "table"
+    assert bm25.scores("empty whole table quickly", keys=[1, 3]) == {1: scores[1]}
+    assert bm25.relative("empty whole table quickly", [1, 2]) == {
+        1: pytest.approx(scores[1] / scores[2]), 2: 1.0}
+    assert bm25.relative("nothing shared", [1, 2]) == {}
+
+
+def test_document_bm25_reorders_candidates_without_changing_their_scores() -> None:
+    hits = [hit(1, 0, 0.80), hit(2, 0, 0.75)]
+    assert rank("q", hits, 2, Ranking(document_bm25=0.2))[0].document_id == 1  # no lexical
+    top = rank("q", hits, 2, Ranking(document_bm25=0.2), lexical={2: 1.0, 1: 0.5})
+    assert [h.document_id for h in top] == [2, 1] and top[0].score == 0.75
+    assert rank("q", hits, 2, Ranking(), lexical={2: 1.0})[0].document_id == 1  # weight 0
+    assert fetch_size(6, Ranking(per_document=6, document_bm25=0.2)) == 24
+
+
+def test_search_ranks_by_the_knowledge_base_words_and_follows_changes(services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    knowledge.add_text("Rows", "How do I remove the rows of a table? Delete them.", "t:a", "t")
+    b = knowledge.add_text("Emptying", "Truncate: everything gone at once.", "t:b", "t")
+    for i, verb in enumerate(["copy", "rename", "lock", "index", "grant", "vacuum"]):
+        knowledge.add_text(verb.title(), f"How do I {verb} a table? Use {verb.upper()}.",
+                           f"t:{i}", "t")
+    question = "How do I truncate a table?"
+    # Dense alone, the page with the question's everyday words wins; its one rare word, which
+    # BM25 weighs by how rare it is in this knowledge base, brings the right page up.
+    knowledge.ranking = Ranking(per_document=1)
+    assert knowledge.search(question, 1)[0].document_id != b.document.id
+    knowledge.ranking = Ranking(per_document=1, document_bm25=1.0)
+    assert knowledge.search(question, 1)[0].document_id == b.document.id
+    # The page changes (here or in another process): the index follows the database.
+    knowledge.add_text("Emptying", "Nothing to see here.", "t:b", "t")
+    assert knowledge._lexicon().bm25.scores("truncate") == {}
 
 
 def test_boosts_are_bounded_and_count_each_user_once() -> None:

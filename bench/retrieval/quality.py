@@ -4,10 +4,8 @@ embedding and ranking code (exact nearest neighbours, like Chroma's index at the
 from __future__ import annotations
 
 import hashlib
-import math
-import re
-from collections import Counter
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import numpy as np
 from knowledge.chunking import chunk_text
 from knowledge.documents import UnsupportedDocument, parse_file
 from knowledge.index import Hit, KnowledgeIndex
+from knowledge.lexical import BM25
 from knowledge.retrieval import Ranking, Vote, feedback_boosts, fetch_size, fold, rank
 
 
@@ -25,6 +24,11 @@ class Corpus:
     titles: list[str]
     plain_titles: list[str]  # without the one-line summary
     texts: list[str]
+
+    @cached_property
+    def bm25(self) -> BM25[int]:
+        """Over whole pages (title with summary, text), as `KnowledgeService` builds it."""
+        return BM25({i: f"{t}\n{x}" for i, (t, x) in enumerate(zip(self.titles, self.texts))})
 
 
 def load_corpus(name: str, pages: list[Path]) -> Corpus:
@@ -71,42 +75,12 @@ class VectorCache:
         np.savez(self.path, keys=np.array(keys), vectors=np.stack([self.vectors[k] for k in keys]))
 
 
-class BM25:
-    """Okapi BM25 over every chunk: the full-index lexical half of the hybrid variant."""
-
-    def __init__(self, docs: list[str], k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tf = [Counter(self.tokens(t)) for t in docs]
-        self.len = [sum(tf.values()) for tf in self.tf]
-        self.avg = sum(self.len) / max(len(self.len), 1)
-        df = Counter(w for tf in self.tf for w in tf)
-        n = len(self.tf)
-        self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
-        self.postings: dict[str, list[int]] = {}
-        for i, tf in enumerate(self.tf):
-            for w in tf:
-                self.postings.setdefault(w, []).append(i)
-
-    @staticmethod
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"\w+", text.lower())
-
-    def scores(self, query: str) -> Counter[int]:
-        scores: Counter[int] = Counter()
-        for w in set(self.tokens(query)):
-            for i in self.postings.get(w, []):
-                tf = self.tf[i][w]
-                norm = tf + self.k1 * (1 - self.b + self.b * self.len[i] / self.avg)
-                scores[i] += self.idf[w] * tf * (self.k1 + 1) / norm
-        return scores
-
-
 @dataclass
 class Chunks:
     doc: list[int]
     text: list[str]
     matrix: np.ndarray
-    bm25: BM25 | None = None
+    bm25: BM25[int] | None = None  # over chunks (by index): the full-index hybrid variant
 
 
 def build_chunks(corpus: Corpus, embedder, cache: VectorCache, *, summary: bool,  # type: ignore[no-untyped-def]
@@ -130,7 +104,15 @@ def retrieve(corpus: Corpus, chunks: Chunks, question: str, qvec: np.ndarray,
     top = np.argsort(-sims)[: 2 * fetch_size(k, ranking)]
     hits = [Hit(str(i), chunks.doc[i], 1, corpus.titles[chunks.doc[i]], chunks.text[i],
                 float(sims[i])) for i in top]
-    return rank(question, hits, k, ranking, boosts)
+    return rank(question, hits, k, ranking, boosts, _lexical(corpus, question, hits, ranking))
+
+
+def _lexical(corpus: Corpus, question: str, hits: list[Hit],
+             ranking: Ranking | None) -> dict[int, float] | None:
+    """The candidates' documents' relative BM25 scores, as `KnowledgeService.search` has them."""
+    if ranking is None or not ranking.document_bm25:
+        return None
+    return corpus.bm25.relative(question, {h.document_id for h in hits})
 
 
 def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.ndarray,
@@ -188,14 +170,15 @@ def evaluate(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.nd
         if bm25_weight and chunks.bm25 is not None:
             lexical = chunks.bm25.scores(item["q"])
             best = max(lexical.values(), default=1.0)
-            for i, s in lexical.most_common(n):
+            for i in sorted(lexical, key=lambda i: -lexical[i])[:n]:
                 if i not in top:
                     top.append(i)
             bonus = {i: bm25_weight * lexical.get(i, 0.0) / best for i in top}
         hits = [Hit(str(i), chunks.doc[i], 1, corpus.titles[chunks.doc[i]], chunks.text[i],
                     float(sims[i]) + bonus.get(i, 0.0)) for i in top]
         hits.sort(key=lambda h: -h.score)
-        chosen = rank(item["q"], hits, 10, ranking, boosts) if ranking else hits[:10]
+        chosen = rank(item["q"], hits, 10, ranking, boosts,
+                      _lexical(corpus, item["q"], hits, ranking)) if ranking else hits[:10]
         docs: list[int] = []
         for pos, h in enumerate(chosen):
             if h.document_id not in docs and (ranking or pos < k or len(docs) < 10):
@@ -229,6 +212,8 @@ def ranking_grid(base: Ranking) -> dict[str, tuple[Ranking, float]]:
         grid[f"diversity + rare-word bonus {w}"] = (replace(base, lexical_weight=w), 0.0)
     for w in (0.05, 0.1, 0.2):
         grid[f"diversity + BM25 (full index) {w}"] = (base, w)
+    for w in (0.1, 0.15, 0.2, 0.3):
+        grid[f"diversity + document BM25 {w}"] = (replace(base, document_bm25=w), 0.0)
     return grid
 
 

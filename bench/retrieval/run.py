@@ -85,8 +85,9 @@ def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-d
     built = {name: quality.build_chunks(c[0], embedder, c[2], **options)
              for name, c in corpora.items()}
     for name, chunks in built.items():
-        chunks.bm25 = quality.BM25([f"{corpora[name][0].titles[d]}\n{t}"
-                                    for d, t in zip(chunks.doc, chunks.text, strict=True)])
+        chunks.bm25 = quality.BM25({i: f"{corpora[name][0].titles[d]}\n{t}"
+                                    for i, (d, t) in enumerate(zip(chunks.doc, chunks.text,
+                                                                   strict=True))})
     for variant, (ranking, weight) in quality.ranking_grid(base).items():
         for name, (corpus, questions, _, qvecs) in corpora.items():
             results.setdefault(variant, {})[name] = quality.evaluate(

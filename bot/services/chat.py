@@ -18,6 +18,7 @@ from bot.services.question import asked_thing, names_thing
 from bot.storage.store import Store, Turn, UserInfo
 from knowledge.evidence import Evidence, content_words, stem
 from knowledge.index import Hit
+from knowledge.retrieval import ANSWER_RANKING, Ranking
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ class ChatLimits:
     retrieval_k: int = 6
     # Answers come from chunks, not pages: a document's second-best chunk often holds the fact
     # (on bench/answers, one chunk per document lost 3 of 86 answers and found 1), so answering
-    # takes the nearest chunks whatever their document; `kb search` shows one per document.
-    chunks_per_document: int = 6
+    # takes the nearest chunks whatever their document, by similarity alone (the documents'
+    # BM25 share measured no better there: one answer found, one lost, one unanswerable
+    # question answered); `kb search` shows one page per document, BM25 included.
+    ranking: Ranking = ANSWER_RANKING
     evidence_k: int = 3  # sentences put in the prompt
     min_score: float = 0.2  # cosine similarity below which a chunk is noise (sentences are
     # judged again, by `min_support`)
@@ -108,7 +111,7 @@ def leaks_instructions(answer: str, system_prompt: str, run: int = 8) -> bool:
 class Retriever(Protocol):
     """What answering needs from the knowledge base (`KnowledgeService` is the real one)."""
 
-    def search(self, query: str, k: int, per_document: int | None = None,
+    def search(self, query: str, k: int, ranking: Ranking | None = None,
                context: str = "") -> list[Hit]: ...
 
     def evidence(self, question: str, hits: list[Hit], k: int = 3,
@@ -153,8 +156,7 @@ class ChatService:
         return hits
 
     def _relevant(self, query: str, context: str = "") -> list[Hit]:
-        hits = self.retriever.search(query, self.limits.retrieval_k,
-                                     per_document=self.limits.chunks_per_document,
+        hits = self.retriever.search(query, self.limits.retrieval_k, self.limits.ranking,
                                      context=context)
         return [h for h in hits if h.score >= self.limits.min_score]
 

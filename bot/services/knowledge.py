@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file,
 from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
+from knowledge.lexical import BM25
 from knowledge.retrieval import DEFAULT_RANKING, Ranking, fetch_size, rank
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,13 @@ class IndexProblem:
     indexed_chunks: int
 
 
+@dataclass(frozen=True)
+class Lexicon:
+    signature: tuple[int, int, int]  # `Store.knowledge_signature` when it was built
+    words: set[str]
+    bm25: BM25[int]  # by document id
+
+
 class KnowledgeService:
     """Add, replace, remove, search, check and rebuild the knowledge base."""
 
@@ -66,7 +74,7 @@ class KnowledgeService:
         self._embedder = embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
-        self._vocabulary: tuple[tuple[int, int, int], set[str]] | None = None
+        self._lexicon_cache: Lexicon | None = None
 
     def _chunks(self, text: str) -> list[str]:
         max_tokens = min(self._embedder.max_tokens, 256) - 16  # room for the title line
@@ -177,17 +185,18 @@ class KnowledgeService:
             return None
         return info, self.store.document_text(document_id) or ""
 
-    def search(self, query: str, k: int = 5, per_document: int | None = None,
+    def search(self, query: str, k: int = 5, ranking: Ranking | None = None,
                context: str = "") -> list[Hit]:
-        """The `k` best chunks of current document versions, best first (see
-        `knowledge.retrieval`: at most `per_document` chunks of one document, by default the
-        ranking's, nudged by feedback boosts); `context`: the question `query` follows up."""
-        ranking = self.ranking if per_document is None else replace(self.ranking,
-                                                                     per_document=per_document)
+        """The `k` best chunks of current document versions, best first, under `ranking`
+        (default: this service's, one chunk per document; see `knowledge.retrieval`), nudged by
+        feedback boosts; `context`: the question `query` follows up."""
+        ranking = ranking or self.ranking
         hits = self.index.search(query, 2 * fetch_size(k, ranking), context)
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
-        return rank(query, hits, k, ranking, self._current_boosts())
+        lexical = self._lexicon().bm25.relative(query, {h.document_id for h in hits}) \
+            if ranking.document_bm25 and hits else None
+        return rank(query, hits, k, ranking, self._current_boosts(), lexical)
 
     def _current_boosts(self) -> dict[str, float]:
         loaded_at, boosts = self._boost_map
@@ -202,15 +211,22 @@ class KnowledgeService:
         return self._picker.pick(question, hits, k, context)
 
     def vocabulary(self) -> set[str]:
-        """Every content word of the knowledge base; rebuilt when a document changes, in
-        this process or another (the CLI)."""
+        """Every content word of the knowledge base."""
+        return self._lexicon().words
+
+    def _lexicon(self) -> Lexicon:
+        """The knowledge base's words and its documents' BM25 index; rebuilt when a document
+        changes, in this process or another (the CLI)."""
         signature = self.store.knowledge_signature()
-        if self._vocabulary is None or self._vocabulary[0] != signature:
+        lexicon = self._lexicon_cache
+        if lexicon is None or lexicon.signature != signature:
+            texts = {doc_id: f"{title}\n{text}"
+                     for doc_id, title, text in self.store.document_texts()}
             words: set[str] = set()
-            for title, text in self.store.document_texts():
-                words |= content_words(f"{title}\n{text}")
-            self._vocabulary = (signature, words)
-        return self._vocabulary[1]
+            for text in texts.values():
+                words |= content_words(text)
+            lexicon = self._lexicon_cache = Lexicon(signature, words, BM25(texts))
+        return lexicon
 
     def uncovered(self, question: str, language: str | None = None) -> list[str]:
         """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""

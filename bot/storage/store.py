@@ -417,14 +417,14 @@ class Store:
                                    func.sum(Document.version))).one()
         return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
-    def document_texts(self) -> Iterator[tuple[str, str]]:
-        """(title, text) of every document, in pages."""
+    def document_texts(self) -> Iterator[tuple[int, str, str]]:
+        """(id, title, text) of every document, in pages."""
         offset = 0
         while True:
             with self.db.read() as s:
-                rows = s.execute(select(Document.title, Document.text).order_by(Document.id)
-                                 .offset(offset).limit(200)).all()
-            yield from ((title, text) for title, text in rows)
+                rows = s.execute(select(Document.id, Document.title, Document.text)
+                                 .order_by(Document.id).offset(offset).limit(200)).all()
+            yield from ((doc_id, title, text) for doc_id, title, text in rows)
             if len(rows) < 200:
                 return
             offset += 200

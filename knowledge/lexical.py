@@ -1,0 +1,71 @@
+"""Okapi BM25: the lexical half of retrieval.
+
+The dense index finds chunks that mean something close to the question; BM25 over whole
+documents (title, one-line summary and text) says which of those documents use the question's
+own words, weighted by how rare each word is in the knowledge base. `knowledge.retrieval.rank`
+adds a share of it to each candidate chunk's score (`Ranking.document_bm25`). Scoring a question
+only touches the candidates' documents, so a large knowledge base costs memory (one term count
+per word and document), not time per question.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+_TOKEN = re.compile(r"\w+")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+class BM25(Generic[K]):
+    """Okapi BM25 over `texts` (key → text), k1 = 1.2, b = 0.75."""
+
+    def __init__(self, texts: Mapping[K, str] | Iterable[tuple[K, str]], k1: float = 1.2,
+                 b: float = 0.75) -> None:
+        items = texts.items() if isinstance(texts, Mapping) else texts
+        self.k1, self.b = k1, b
+        self.tf: dict[K, Counter[str]] = {key: Counter(tokens(text)) for key, text in items}
+        self.length = {key: sum(tf.values()) for key, tf in self.tf.items()}
+        self.average = sum(self.length.values()) / max(len(self.length), 1)
+        df: Counter[str] = Counter(w for tf in self.tf.values() for w in tf)
+        n = len(self.tf)
+        self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
+        self._postings: dict[str, list[K]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.tf)
+
+    def score(self, query_tokens: Iterable[str], key: K) -> float:
+        tf = self.tf.get(key)
+        if not tf:
+            return 0.0
+        norm = self.k1 * (1 - self.b + self.b * self.length[key] / self.average)
+        return sum(self.idf[w] * tf[w] * (self.k1 + 1) / (tf[w] + norm)
+                   for w in set(query_tokens) if w in tf)
+
+    def scores(self, query: str, keys: Iterable[K] | None = None) -> dict[K, float]:
+        """{key: score > 0} for `keys`, or for every text that shares a word with `query`."""
+        words = set(tokens(query))
+        if keys is None:
+            if self._postings is None:
+                self._postings = {}
+                for key, tf in self.tf.items():
+                    for w in tf:
+                        self._postings.setdefault(w, []).append(key)
+            keys = {key for w in words for key in self._postings.get(w, ())}
+        out = {key: self.score(words, key) for key in keys}
+        return {key: s for key, s in out.items() if s > 0}
+
+    def relative(self, query: str, keys: Iterable[K]) -> dict[K, float]:
+        """Scores of `keys` divided by the best among them (0..1): what ranking adds up."""
+        found = self.scores(query, keys)
+        best = max(found.values(), default=0.0)
+        return {key: s / best for key, s in found.items()} if best > 0 else {}
