@@ -24,6 +24,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -101,9 +102,13 @@ def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-d
     chosen["product_ranking"] = str(product)
     followups = json.loads((HERE / "followups.json").read_text())
     chosen["follow_ups"] = {}
+    # Follow-ups are asked of answering, which ranks by similarity alone (`ANSWER_RANKING`);
+    # pages are still counted one per document, as everywhere in this table.
+    by_similarity = replace(product, document_bm25=0.0)
     for name, (corpus, _, cache, _) in corpora.items():
         chosen["follow_ups"][name] = quality.follow_ups(
-            corpus, built[name], [f for f in followups if f["corpus"] == name], cache, product)
+            corpus, built[name], [f for f in followups if f["corpus"] == name], cache,
+            by_similarity)
         print(f"follow-ups {name}: {chosen['follow_ups'][name]}", flush=True)
     chosen["feedback"] = {}
     for name, (corpus, questions, _, qvecs) in corpora.items():
