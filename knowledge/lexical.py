@@ -28,20 +28,16 @@ def tokens(text: str) -> list[str]:
 class BM25(Generic[K]):
     """Okapi BM25 over `texts` (key → text), k1 = 1.2, b = 0.75."""
 
-    def __init__(self, texts: Mapping[K, str] | Iterable[tuple[K, str]], k1: float = 1.2,
-                 b: float = 0.75) -> None:
-        items = texts.items() if isinstance(texts, Mapping) else texts
+    def __init__(self, texts: Mapping[K, str], k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self.tf: dict[K, Counter[str]] = {key: Counter(tokens(text)) for key, text in items}
+        self.tf: dict[K, Counter[str]] = {key: Counter(tokens(text)) for key, text in
+                                          texts.items()}
         self.length = {key: sum(tf.values()) for key, tf in self.tf.items()}
         self.average = sum(self.length.values()) / max(len(self.length), 1)
         df: Counter[str] = Counter(w for tf in self.tf.values() for w in tf)
         n = len(self.tf)
         self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
         self._postings: dict[str, list[K]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.tf)
 
     def score(self, query_tokens: Iterable[str], key: K) -> float:
         tf = self.tf.get(key)

@@ -162,8 +162,8 @@ class RecordingRetriever:
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self.inner, name)
 
-    def search(self, query: str, k: int, **options):  # type: ignore[no-untyped-def]
-        hits = self.inner.search(query, k, **options)
+    def search(self, query: str, k: int, *args, **options):  # type: ignore[no-untyped-def]
+        hits = self.inner.search(query, k, *args, **options)
         self.seen += [f"{h.title}\n{h.text}" for h in hits]
         return hits
 

@@ -156,8 +156,8 @@ class ChatService:
         return hits
 
     def _relevant(self, query: str, context: str = "") -> list[Hit]:
-        hits = self.retriever.search(query, self.limits.retrieval_k, self.limits.ranking,
-                                     context=context)
+        hits = self.retriever.search(query, self.limits.retrieval_k,
+                                     ranking=self.limits.ranking, context=context)
         return [h for h in hits if h.score >= self.limits.min_score]
 
     def _fit(self, history: list[Turn], question: str,

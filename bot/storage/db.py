@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,13 @@ def _migrations_dir() -> Path:
 
 
 ALEMBIC_DIR = _migrations_dir()
+BUSY_TIMEOUT_MS = 30_000
 
 
 def head_revision() -> str:
     """The newest migration's revision, read from the file names (`NNNN_what.py`, revision
     "NNNN"; a test checks this is Alembic's head) without loading Alembic."""
     return max(p.name.split("_", 1)[0] for p in (ALEMBIC_DIR / "versions").glob("[0-9]*_*.py"))
-
-BUSY_TIMEOUT_MS = 30_000
 
 
 def make_engine(url: str) -> Engine:
@@ -107,8 +106,6 @@ class Database:
 
     def revision(self) -> str | None:
         """The schema revision Alembic recorded, None for a database it never touched."""
-        from sqlalchemy import inspect, text
-
         with self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
                 return None
