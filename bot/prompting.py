@@ -9,7 +9,7 @@ learns a prompt shape it is not served.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 ChatMessages = list[dict[str, str]]
@@ -57,12 +57,29 @@ def excerpt(e: Excerpt) -> str:
         "</excerpt>"
 
 
-_EXCERPT = re.compile(r"<excerpt[^>]*>\n?(.*?)\n?</excerpt>", re.S)
+# One excerpt as `excerpt` writes it, with the line break `build_messages` puts before it (the
+# header's "between <excerpt> tags" is not one).
+_EXCERPT_BLOCK = re.compile(r'(?:\A|\n)<excerpt source="([^"]*)">\n(.*?)\n</excerpt>', re.S)
 
 
 def excerpts_in(prompt: str) -> list[str]:
     """The excerpt texts of a prompt `build_messages` made (as rendered and stored)."""
-    return _EXCERPT.findall(prompt)
+    return [m.group(2) for m in _EXCERPT_BLOCK.finditer(prompt)]
+
+
+def keep_excerpts(prompt: str, keep: Callable[[str, str], bool]) -> str:
+    """A prompt `build_messages` made (as rendered and stored) with only the excerpts for which
+    `keep(source, text)` is true; the prompt unchanged when that would leave none."""
+    blocks = list(_EXCERPT_BLOCK.finditer(prompt))
+    keeps = [keep(b.group(1), b.group(2)) for b in blocks]
+    if not any(keeps) or all(keeps):
+        return prompt
+    out, at = [], 0
+    for block, kept in zip(blocks, keeps, strict=True):
+        if not kept:
+            out.append(prompt[at:block.start()])
+            at = block.end()
+    return "".join(out) + prompt[at:]
 
 
 def build_messages(system_prompt: str, history: Sequence[Turn], question: str,

@@ -133,3 +133,29 @@ def test_a_held_out_prompt_stays_held_out_as_the_data_grows() -> None:
     _, val_later, test_later = split_rows(later, 0.15, 0.15, seed=3)
     trained = {r["prompt"] for r in train_tonight}
     assert trained and not trained & {r["prompt"] for r in val_later + test_later}
+
+
+def test_training_prompts_keep_only_the_excerpts_backing_the_answer() -> None:
+    from types import SimpleNamespace
+
+    from bot.prompting import build_messages, excerpt, excerpts_in
+    from tuning.dataset import evidence_only
+
+    evidence = [SimpleNamespace(title="Opening hours", text="The shop opens at nine on weekdays."),
+                SimpleNamespace(title="Refunds", text="Refunds take 14 days, paid to the card."),
+                SimpleNamespace(title="Parking", text="Parking is free behind the building.")]
+    prompt = "\n".join(m["content"] for m in build_messages("Be brief.", [], "How long?",
+                                                            evidence))
+    rows = [{"prompt": prompt, "completion": "Refunds take 14 days (Source: Refunds)."},
+            {"prompt": prompt, "completion": "It takes 14 days."},  # a fact, no source
+            {"prompt": prompt, "completion": "I don't know, sorry."},
+            {"prompt": prompt, "completion": "Ask the manager on duty."}]  # nothing backs it
+    cited, fact, idk, unbacked = evidence_only(rows)
+    assert excerpts_in(cited["prompt"]) == ["Refunds take 14 days, paid to the card."]
+    others = "\n" + excerpt(evidence[0]), "\n" + excerpt(evidence[2])
+    assert cited["prompt"] == prompt.replace(others[0], "").replace(others[1], "")
+    assert cited["prompt"].endswith("Question: How long?")
+    assert fact["prompt"] == cited["prompt"]
+    assert idk["prompt"] == prompt and unbacked["prompt"] == prompt
+    assert [r["completion"] for r in (cited, fact, idk, unbacked)] == \
+        [r["completion"] for r in rows]
