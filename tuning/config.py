@@ -33,9 +33,24 @@ class TrainingConfig:
         "help": "LoRA dropout (on CPU it costs ~15%% of a training step)"})
     target_modules: str = field(default="q_proj,k_proj,v_proj,o_proj", metadata={
         "help": "Comma-separated module names LoRA adapts"})
+    train_layers: int = field(default=10, metadata={
+        "help": "LoRA: train the adapter in the top N decoder layers only, the rest stay as "
+                "they are (0: all); backpropagation then stops at layer N from the top"})
+    bf16: str = field(default="auto", metadata={
+        "help": "bfloat16 autocast while training: auto (on a GPU that has it, or a CPU with "
+                "AMX or AVX512-BF16; elsewhere bfloat16 is emulated and slower), on, off",
+        "choices": ["auto", "on", "off"]})
     num_virtual_tokens: int = field(default=16, metadata={"help": "Prompt-tuning tokens"})
     max_length: int = field(default=MAX_EXAMPLE_TOKENS, metadata={
         "help": "Longest example, in tokens: the bot's prompt budget plus an answer"})
+    evidence_only: bool = field(default=True, metadata={
+        "help": "Train on prompts that keep only the excerpts backing each answer (fewer "
+                "tokens); evaluation always uses the prompts as served"})
+    share_prefix: int = field(default=16, metadata={
+        "help": "LoRA: read the start a batch's rows share (system prompt, excerpt header) "
+                "once per batch when it is at least this many tokens (0: never)"})
+    max_val_rows: int = field(default=32, metadata={
+        "help": "Validation rows checked every --eval-every steps (0: all)"})
     seed: int = field(default=42, metadata={"help": "Seed for splits, init and shuffling"})
     eval_every: int = field(default=10, metadata={"help": "Evaluate on validation every N steps"})
     patience: int = field(default=3, metadata={
@@ -73,6 +88,10 @@ class GateConfig:
     unsupported_margin: float = field(default=0.1, metadata={
         "help": "Gate: how much (relative) the loss on held-out preferred answers that their "
                 "excerpts do not support may fall; more means it learned content, not style"})
+    eval_prompts: int = field(default=32, metadata={
+        "help": "Gate: held-out prompts whose rated answers the likelihood measures (answer "
+                "loss, preference accuracy) use, the same for both models (0: all); answers "
+                "their excerpts do not support are always all measured"})
     accuracy_margin: float = field(default=0.05, metadata={
         "help": "Gate: the share of held-out answers that give the rated answer's facts may "
                 "drop this much"})

@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.model import load_model
 from tuning.config import TuneConfig
+from tuning.dataset import evidence_only
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,39 @@ def _peft_config(cfg: TuneConfig, tokenizer):
                       lora_dropout=cfg.lora_dropout, target_modules=cfg.modules)
 
 
+def train_top_layers(model, layers: int) -> int:
+    """Freeze the adapter's weights below the top `layers` decoder layers (0: train all).
+
+    Autograd computes gradients only on the way to tensors that need them, so with the lower
+    layers frozen a backward pass stops `layers` from the top: on CPU, where a LoRA step is a
+    forward and a backward through the whole model, that is most of the step. Returns the
+    number of trainable tensors left."""
+    import re
+
+    total = model.config.num_hidden_layers
+    lowest = max(total - layers, 0) if layers > 0 else 0
+    trainable = 0
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = re.search(r"\.layers\.(\d+)\.", name)
+        if layer and int(layer.group(1)) < lowest:
+            param.requires_grad_(False)
+        else:
+            trainable += 1
+    return trainable
+
+
 def load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig):
-    """(model, tokenizer): the base with the adapter to continue from, or a fresh adapter."""
+    """(model, tokenizer): the base with the adapter to continue from, or a fresh adapter;
+    a LoRA adapter trains in its top `cfg.train_layers` layers only."""
+    model, tokenizer = _load_for_training(base_path, start_from, cfg)
+    if cfg.method == "lora":
+        train_top_layers(model, cfg.train_layers)
+    return model, tokenizer
+
+
+def _load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig):
     import torch
     from peft import PeftConfig, get_peft_model
     from transformers import AutoTokenizer
@@ -87,27 +119,74 @@ class AnswerOnlyCollator:
     logits there only (`logits_to_keep`). The LM head and the loss over a 49k vocabulary then
     run on the answers, not on the long prompts: a third less work per step on CPU.
     Prompt tuning prepends virtual tokens to the labels inside peft, so there (`trim=False`)
-    labels and logits cover the whole sequence."""
+    labels and logits cover the whole sequence.
 
-    def __init__(self, pad_token_id: int, trim: bool = True) -> None:
+    With `share_prefix` (LoRA only), the start all rows of the batch have in common (the system
+    prompt and the line introducing the excerpts: a quarter of an evidence-only row), at least
+    that many tokens, goes out once as `prefix_ids`; `PrefixTrainer` reads it once and every
+    row continues from it, laid out `[start][pads][row]` with positions of an unpadded row."""
+
+    def __init__(self, pad_token_id: int, trim: bool = True, share_prefix: int = 0) -> None:
         self.pad = pad_token_id
         self.trim = trim
+        self.share_prefix = share_prefix
+
+    def _shared(self, features: list[dict]) -> int:
+        if not self.share_prefix or len(features) < 2:
+            return 0
+        first, n = features[0]["input_ids"], min(len(f["input_ids"]) for f in features) - 1
+        for f in features[1:]:
+            n = next((i for i in range(n) if f["input_ids"][i] != first[i]), n)
+        labelled = min(next(i for i, x in enumerate(f["labels"]) if x != -100)
+                       for f in features)
+        n = min(n, labelled - 1)  # prompt only, and each row keeps a prompt token
+        return n if n >= self.share_prefix else 0
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
+        shared = self._shared(features)
+        own = [list(f["input_ids"])[shared:] for f in features]
+        width = max(map(len, own))
         keep = max(sum(label != -100 for label in f["labels"]) for f in features) + 1
         keep = keep if self.trim else width
         ids, mask, labels = [], [], []
-        for f in features:
-            pad = width - len(f["input_ids"])
-            ids.append([self.pad] * pad + list(f["input_ids"]))
-            mask.append([0] * pad + list(f["attention_mask"]))
-            labels.append(([-100] * pad + list(f["labels"]))[-keep:])
+        for f, row in zip(features, own, strict=True):
+            pad = width - len(row)
+            ids.append([self.pad] * pad + row)
+            mask.append([1] * shared + [0] * pad + list(f["attention_mask"])[shared:])
+            labels.append(([-100] * pad + list(f["labels"])[shared:])[-keep:])
         batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
                  "labels": torch.tensor(labels)}
+        if shared:
+            positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            batch |= {"prefix_ids": torch.tensor([list(features[0]["input_ids"])[:shared]]),
+                      "position_ids": positions[:, shared:]}
         return batch | ({"logits_to_keep": keep} if self.trim else {})
+
+
+def read_prefix(model, prefix_ids, rows: int):
+    """The key/value cache of `prefix_ids` (one row), read once and repeated for `rows` rows;
+    gradients from every row flow back into the one reading."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def use_bf16(setting: str) -> bool:
+    """`--bf16 auto|on|off` → whether training autocasts to bfloat16 here."""
+    import torch
+
+    from bot.model.local import cpu_has_bf16_units
+
+    if setting != "auto":
+        return setting == "on"
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_bf16_units()
 
 
 def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: TuneConfig,
@@ -134,6 +213,10 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
                            len(rows) - len(encoded), cfg.max_length)
         return Dataset.from_list(encoded)
 
+    if cfg.evidence_only:
+        train_rows, val_rows = evidence_only(train_rows), evidence_only(val_rows)
+    if cfg.max_val_rows > 0:
+        val_rows = val_rows[:cfg.max_val_rows]
     train_ds, val_ds = to_ds(train_rows), to_ds(val_rows) if val_rows else None
     has_val = bool(val_ds)
     args = TrainingArguments(
@@ -148,11 +231,23 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         data_seed=cfg.seed, lr_scheduler_type="cosine", warmup_steps=0.1,  # 10% of steps
         dataloader_num_workers=0, dataloader_pin_memory=False, save_only_model=False,
         train_sampling_strategy="group_by_length",  # similar lengths batch together: less padding
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), fp16=False,
+        bf16=use_bf16(cfg.bf16), fp16=False, use_cpu=not torch.cuda.is_available(),
     )
-    trainer = Trainer(
+    class PrefixTrainer(Trainer):
+        """Reads a batch's shared start once (`AnswerOnlyCollator.share_prefix`)."""
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            prefix = inputs.pop("prefix_ids", None)
+            if prefix is not None:
+                inputs["past_key_values"] = read_prefix(model, prefix,
+                                                        inputs["input_ids"].shape[0])
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    lora = cfg.method == "lora"
+    trainer = PrefixTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-        data_collator=AnswerOnlyCollator(tokenizer.pad_token_id, trim=cfg.method == "lora"),
+        data_collator=AnswerOnlyCollator(tokenizer.pad_token_id, trim=lora,
+                                         share_prefix=cfg.share_prefix if lora else 0),
         callbacks=[EarlyStoppingCallback(cfg.patience)] if has_val else None)
     resume = get_last_checkpoint(str(checkpoint_dir)) if cfg.resume and checkpoint_dir.exists() \
         else None
