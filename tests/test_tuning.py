@@ -109,6 +109,9 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
                                              "unsupported_loss", "answer_accuracy"}
     assert 0.0 <= run.metrics["candidate"]["answer_accuracy"] <= 1.0  # references were held out
     assert 0.0 <= run.metrics["candidate"]["grounded"] <= 1.0
+    assert set(run.metrics["stage_seconds"]) == {"data", "train", "evaluate_candidate",
+                                                 "evaluate_serving"}
+    assert run.metrics["stage_seconds"]["train"] > 0 and run.metrics["peak_rss_mb"] > 100
     assert run.decision["reasons"]
     report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"
     assert (report / "loss.png").stat().st_size > 1000

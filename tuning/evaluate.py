@@ -16,11 +16,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.prompting import render
 
@@ -44,31 +47,88 @@ class Metrics:
         return asdict(self)
 
 
-def _completion_logprobs(model, tokenizer, prompt: str, completion: str) -> list[float]:
-    import torch
+class LogProbs:
+    """Per-token log-probabilities of completions given their prompts, under one model, each
+    (prompt, completion) computed once: the answer loss and the preference accuracy of one
+    evaluation share their rows (a 👍 answer is both). The LM head runs on the completion's
+    positions only, not on the prompt's."""
 
-    p = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    c = tokenizer(completion, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    ids = torch.cat([p, c], dim=1)[:, -1024:]
-    n = min(c.shape[1], ids.shape[1] - 1)
-    with torch.no_grad():
-        logits = model(input_ids=ids.to(model.device)).logits[0, -n - 1:-1].float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    return logprobs.gather(1, ids[0, -n:].to(model.device).unsqueeze(1)).squeeze(1).tolist()
+    def __init__(self, model, tokenizer, max_tokens: int = 1024) -> None:
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self._seen: dict[tuple[str, str], list[float]] = {}
+
+    def __call__(self, prompt: str, completion: str) -> list[float]:
+        key = (prompt, completion)
+        if key not in self._seen:
+            self._seen[key] = self._compute(prompt, completion)
+        return self._seen[key]
+
+    def read_along(self, prompts: list[str], inputs: dict[str, Any],
+                   completions: Mapping[str, Sequence[str]]) -> None:
+        """Score `completions[prompt]` for a batch of prompts `read_prompt` has just read into
+        `inputs["past_key_values"]` (all of each row but its last token): each round feeds
+        every row's last prompt token and one of its completions, then drops them from the
+        cache again. The prompts are read once for their answers and their scores alike."""
+        import torch
+
+        ids, mask, cache = inputs["input_ids"], inputs["attention_mask"], \
+            inputs["past_key_values"]
+        start = cache.get_seq_length()
+        last = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -1:]
+        todo = [[c for c in completions.get(p, ()) if (p, c) not in self._seen] for p in prompts]
+        for round_ in range(max(map(len, todo), default=0)):
+            own = [self.tokenizer(t[round_], add_special_tokens=False)["input_ids"]
+                   if round_ < len(t) else [] for t in todo]
+            width = max(map(len, own))
+            pad = ids[0, -1].item()  # any id: the mask hides it
+            new = torch.tensor([o + [pad] * (width - len(o)) for o in own], dtype=ids.dtype)
+            seen = torch.tensor([[1] * len(o) + [0] * (width - len(o)) for o in own],
+                                dtype=mask.dtype)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=torch.cat([ids[:, -1:], new], 1).to(self.model.device),
+                    attention_mask=torch.cat([mask, seen], 1).to(self.model.device),
+                    position_ids=(last + torch.arange(width + 1)).to(self.model.device),
+                    past_key_values=cache, use_cache=True).logits[:, :-1].float()
+            _truncate(cache, start)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, (prompt, tokens) in enumerate(zip(prompts, own, strict=True)):
+                if tokens:
+                    target = torch.tensor(tokens, device=logprobs.device).unsqueeze(1)
+                    self._seen[(prompt, todo[row][round_])] = \
+                        logprobs[row, :len(tokens)].gather(1, target).squeeze(1).tolist()
+
+    def _compute(self, prompt: str, completion: str) -> list[float]:
+        import torch
+
+        p = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        c = self.tokenizer(completion, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.cat([p, c], dim=1)[:, -self.max_tokens:]
+        n = min(c.shape[1], ids.shape[1] - 1)
+        if n <= 0:
+            return []
+        with torch.no_grad():
+            logits = self.model(input_ids=ids.to(self.model.device),
+                                logits_to_keep=n + 1).logits[0, :-1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = ids[0, -n:].to(self.model.device).unsqueeze(1)
+        return logprobs.gather(1, target).squeeze(1).tolist()
 
 
-def answer_loss(model, tokenizer, rows: list[dict]) -> float:
+def answer_loss(model, tokenizer, rows: list[dict], logprobs: LogProbs | None = None) -> float:
     """Mean negative log-likelihood per answer token."""
+    score = logprobs or LogProbs(model, tokenizer)
     total, count = 0.0, 0
     for row in rows:
-        lps = _completion_logprobs(model, tokenizer, str(row["prompt"]), str(row["completion"]))
+        lps = score(str(row["prompt"]), str(row["completion"]))
         total -= sum(lps)
         count += len(lps)
     return total / count if count else float("nan")
 
 
 def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int = 200,
-                        seed: int = 0, min_same_prompt: int = 5) -> float | None:
+                        seed: int = 0, min_same_prompt: int = 5,
+                        logprobs: LogProbs | None = None) -> float | None:
     """Share of (👍, 👎) pairs where the 👍 answer is the more likely one; None without pairs."""
     liked = [r for r in kto_rows if r["label"]]
     disliked = [r for r in kto_rows if not r["label"]]
@@ -80,52 +140,81 @@ def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int =
     if len(pairs) < min_same_prompt:
         pairs = [(a, b) for a in liked for b in disliked]
     random.Random(seed).shuffle(pairs)
-    cache: dict[int, float] = {}
+    lps = logprobs or LogProbs(model, tokenizer)
 
     def score(row: dict) -> float:
-        key = id(row)
-        if key not in cache:
-            lps = _completion_logprobs(model, tokenizer, str(row["prompt"]), str(row["completion"]))
-            cache[key] = sum(lps) / max(len(lps), 1)
-        return cache[key]
+        values = lps(str(row["prompt"]), str(row["completion"]))
+        return sum(values) / max(len(values), 1)
 
     pairs = pairs[:max_pairs]
     return sum(score(a) > score(b) for a, b in pairs) / len(pairs)
+
+
+def sample_prompts(rows: list[dict], limit: int, prefer: Collection[str] = (),
+                   seed: int = 0) -> list[str]:
+    """At most `limit` of the rows' distinct prompts (0: all), the same ones for every model,
+    best first: prompts in `prefer` (those with a reference answer to check), then those
+    holding both a 👍 and a 👎 answer (the clearest comparisons), each group in an order that
+    depends on the prompt alone."""
+    labels: dict[str, set[bool]] = {}
+    for row in rows:
+        labels.setdefault(str(row["prompt"]), set()).add(bool(row.get("label", True)))
+
+    def place(prompt: str) -> tuple[bool, bool, str]:
+        digest = hashlib.sha256(f"{seed}:{prompt}".encode()).hexdigest()
+        return prompt not in prefer, len(labels[prompt]) < 2, digest
+
+    ranked = sorted(labels, key=place)
+    return ranked[:limit] if limit > 0 else ranked
 
 
 def load_golden(path: Path = GOLDEN) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _truncate(cache: Any, length: int) -> None:
+    """Drop what a key/value cache holds beyond its first `length` positions."""
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+
+
 def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
-                   batch_size: int = 16) -> list[str]:
-    """Greedy answers to rendered prompts, generated in left-padded batches."""
+                   batch_size: int = 16, logprobs: LogProbs | None = None,
+                   completions: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Greedy answers to rendered prompts, generated in left-padded batches, as the bot reads
+    them: the start a batch's prompts share read once (`PrefixCache`), each prompt's rest once
+    (`read_prompt`); from that same reading `logprobs` scores `completions[prompt]`."""
     import torch
 
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    from bot.model.prefix import PrefixCache, read_prompt
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt",
-                              padding=True, add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     no_repeat_ngram_size=4, pad_token_id=pad)
-            width = batch["input_ids"].shape[1]
-            answers += [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
-    finally:
-        tokenizer.padding_side = side
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch]
+        inputs = read_prompt(model, PrefixCache().inputs(model, rows, pad), torch.float32)
+        if logprobs is not None and completions:
+            logprobs.read_along(batch, inputs, completions)
+        inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 no_repeat_ngram_size=4, pad_token_id=pad)
+        width = inputs["input_ids"].shape[1]
+        answers += [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
     return answers
 
 
-def golden_checks(model, tokenizer, golden: list[dict], max_new_tokens: int = 48) -> float:
-    """Pass rate of greedy answers on the golden set, prompted as the bot prompts."""
+def golden_checks(model, tokenizer, golden: list[dict], max_new_tokens: int = 48,
+                  logprobs: LogProbs | None = None) -> float:
+    """Pass rate of greedy answers on the golden set, prompted as the bot prompts; the
+    reference answers are scored into `logprobs` from the same reading of the prompts."""
     if not golden:
         return 0.0
-    answers = greedy_answers(model, tokenizer,
-                             [render(tokenizer, item["messages"]) for item in golden],
-                             max_new_tokens)
+    prompts = [render(tokenizer, item["messages"]) for item in golden]
+    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens, logprobs=logprobs,
+                             completions={p: [g["reference"]] for p, g in zip(prompts, golden,
+                                                                              strict=True)})
     passed = 0
     for answer, item in zip(answers, golden, strict=True):
         if item["expect"] == "idk":
@@ -154,6 +243,22 @@ def grounded(answer: str, prompt: str, min_share: float = 0.6) -> bool:
         return True
     seen = set(_CONTENT.findall(prompt.lower()))
     return sum(w in seen for w in words) / len(words) >= min_share
+
+
+def backs(excerpt: str, source: str, answer: str, min_share: float = 0.5) -> bool:
+    """Whether an excerpt (its text and source title) is evidence for `answer`: the answer
+    names its source, or states a fact of it (a number, name or code), or shares at least
+    `min_share` of its content words."""
+    from bot.services.grounding import claims, normalise, occurs
+
+    if source and source.lower() in answer.lower():
+        return True
+    text = normalise(excerpt)
+    if any(occurs(c, text) for c in claims(answer)):
+        return True
+    words = {w for w in _CONTENT.findall(answer.lower()) if w not in _COMMON}
+    return bool(words) and len(words & set(_CONTENT.findall(excerpt.lower()))) / len(words) \
+        >= min_share
 
 
 def unsupported(rows: list[dict]) -> list[dict]:
@@ -191,21 +296,21 @@ class AnswerChecks:
 
 
 def answer_checks(model, tokenizer, prompts: list[str], references: dict[str, str],
-                  max_prompts: int = 32, max_new_tokens: int = 48) -> AnswerChecks:
-    """Greedy answers to (at most `max_prompts` distinct) held-out prompts, those with a
-    reference first: how many are `grounded` in their prompt, and how many of those with a
-    reference answer (`references`: prompt → a 👍 answer or correction) hold its facts."""
-    unique = sorted(set(prompts) | set(references))
-    random.Random(0).shuffle(unique)
-    unique.sort(key=lambda p: p not in references)  # stable: references first
-    unique = unique[:max_prompts]
-    if not unique:
+                  max_new_tokens: int = 48, logprobs: LogProbs | None = None,
+                  completions: Mapping[str, Sequence[str]] | None = None) -> AnswerChecks:
+    """Greedy answers to held-out `prompts` (distinct): how many are `grounded` in their
+    prompt, and how many of those with a reference answer (`references`: prompt → a 👍
+    answer or correction) hold its facts. `completions` are scored into `logprobs` from the
+    same reading of the prompts."""
+    if not prompts:
         return AnswerChecks(None, None)
-    answers = greedy_answers(model, tokenizer, unique, max_new_tokens)
-    checked = [(a, references[p]) for a, p in zip(answers, unique, strict=True)
+    answers = greedy_answers(model, tokenizer, prompts, max_new_tokens, logprobs=logprobs,
+                             completions=completions)
+    checked = [(a, references[p]) for a, p in zip(answers, prompts, strict=True)
                if p in references]
     return AnswerChecks(
-        grounded=sum(grounded(a, p) for a, p in zip(answers, unique, strict=True)) / len(unique),
+        grounded=sum(grounded(a, p) for a, p in zip(answers, prompts, strict=True))
+        / len(prompts),
         accuracy=sum(holds_answer(a, r) for a, r in checked) / len(checked) if checked
         else None)
 

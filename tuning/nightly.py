@@ -23,6 +23,7 @@ from bot.storage.training import Feedback, TrainingStore
 from tuning.config import TuneConfig
 from tuning.dataset import collect_feedback, split_rows
 from tuning.evaluate import (
+    LogProbs,
     Metrics,
     answer_checks,
     answer_loss,
@@ -30,6 +31,7 @@ from tuning.evaluate import (
     load_golden,
     preference_accuracy,
     references,
+    sample_prompts,
     unsupported,
 )
 from tuning.runs import RunOutcome, tuning_run
@@ -38,20 +40,37 @@ logger = logging.getLogger(__name__)
 
 
 def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
-            heldout_kto: list[dict]) -> Metrics:
+            heldout_kto: list[dict], eval_prompts: int = 0) -> Metrics:
+    """The gate's measures of one model. Held-out ratings are measured on at most
+    `eval_prompts` of their prompts (`sample_prompts`: the same for every model, those with a
+    reference answer first), each read once for its greedy answer and its rated answers'
+    likelihoods alike; the answers their excerpts do not support, what poisoning plants, are
+    always all measured."""
     golden_rows = [{"prompt": render(tokenizer, g["messages"]), "completion": g["reference"]}
                    for g in golden]
     heldout = heldout_sft + heldout_kto
+    refs = references(heldout_sft)
+    prompts = sample_prompts(heldout, eval_prompts, prefer=refs)
+    chosen = set(prompts)
+    liked = [r for r in heldout_sft if r["prompt"] in chosen]
+    rated = [r for r in heldout_kto if r["prompt"] in chosen]
+    rated_answers: dict[str, list[str]] = {}
+    for row in liked + rated:
+        rated_answers.setdefault(str(row["prompt"]), []).append(str(row["completion"]))
+    logprobs = LogProbs(model, tokenizer)
+    golden_pass = golden_checks(model, tokenizer, golden, logprobs=logprobs)
+    answers = answer_checks(model, tokenizer, prompts, refs, logprobs=logprobs,
+                            completions=rated_answers)
     off_prompt = unsupported(heldout)
-    answers = answer_checks(model, tokenizer, [str(r["prompt"]) for r in heldout],
-                            references(heldout_sft))
-    return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows),
-                   golden_pass=golden_checks(model, tokenizer, golden),
-                   heldout_loss=answer_loss(model, tokenizer, heldout_sft) if heldout_sft else None,
-                   preference_accuracy=preference_accuracy(model, tokenizer, heldout_kto),
-                   grounded=answers.grounded,
-                   unsupported_loss=answer_loss(model, tokenizer, off_prompt) if off_prompt
+    return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows, logprobs),
+                   golden_pass=golden_pass,
+                   heldout_loss=answer_loss(model, tokenizer, liked, logprobs) if liked
                    else None,
+                   preference_accuracy=preference_accuracy(model, tokenizer, rated,
+                                                           logprobs=logprobs),
+                   grounded=answers.grounded,
+                   unsupported_loss=answer_loss(model, tokenizer, off_prompt, logprobs)
+                   if off_prompt else None,
                    answer_accuracy=answers.accuracy)
 
 
@@ -78,7 +97,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     with tuning_run(settings, cfg, "nightly") as run:
         # Retrieval learns from the same ratings every night, whether or not a model trains.
         boosts = BoostStore(run.store.db).recompute(actor="nightly")
-        with _knowledge_check(settings, cfg.screen_corrections) as backed:
+        with run.timed("data"), _knowledge_check(settings, cfg.screen_corrections) as backed:
             data = collect_feedback(run.store, run.store.last_data_until("nightly"),
                                     cfg.max_rows_per_user, cfg.seed, backed=backed,
                                     repeated_from=cfg.repeated_from if backed else 0)
@@ -97,14 +116,18 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
         serving_path = run.registry.path(run.serving) if run.serving else None
         run.staging = run.registry.staging_dir()
-        model, tokenizer = load_for_training(base_path, serving_path, cfg)
-        result = train(model, tokenizer, sft_train, sft_val or sft_test, cfg,
-                       settings.data_dir / "tuning" / "checkpoints" / "nightly", run.staging)
+        with run.timed("train"):
+            model, tokenizer = load_for_training(base_path, serving_path, cfg)
+            result = train(model, tokenizer, sft_train, sft_val or sft_test, cfg,
+                           settings.data_dir / "tuning" / "checkpoints" / "nightly", run.staging)
         model.eval()
         golden = load_golden()
-        candidate = measure(model, tokenizer, golden, sft_test, heldout_kto)
-        serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
-                          heldout_kto)
+        with run.timed("evaluate_candidate"):
+            candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,
+                                cfg.eval_prompts)
+        with run.timed("evaluate_serving"):
+            serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
+                              heldout_kto, cfg.eval_prompts)
         return run.conclude("nightly", candidate, serving, result,
                             {"dataset_hash": data.digest()},
                             dataset_hash=data.digest(), data_until=data.until)
@@ -126,7 +149,7 @@ def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metri
     _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
     return measure(load_model(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
-                   load_golden(), sft_test, kto_val + kto_test)
+                   load_golden(), sft_test, kto_val + kto_test, cfg.eval_prompts)
 
 
 def runs(settings: Settings, limit: int = 20) -> list[dict]:

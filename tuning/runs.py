@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import resource
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +52,15 @@ class Run:
     serving: str | None
     staging: Path | None = None
     sizes: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.monotonic() - started, 1)
 
     def record(self, **fields) -> None:
         self.store.update_run(self.id, **fields)
@@ -80,7 +91,8 @@ class Run:
                    "train_steps": result.steps, "train_tokens": result.train_tokens,
                    "train_seconds": round(result.seconds, 1),
                    "tokens_per_s": round(result.tokens_per_s, 1),
-                   "best_val_loss": result.best_val_loss}
+                   "best_val_loss": result.best_val_loss, "stage_seconds": self.seconds,
+                   "peak_rss_mb": peak_rss_mb()}
         self.record(status=status, candidate_version=version, sizes=self.sizes, metrics=metrics,
                     finished_at=utcnow(),
                     decision={"promote": decision.promote, "reasons": decision.reasons}, **record)
@@ -89,6 +101,11 @@ class Run:
         logger.info("%s run %d: %s %s (%s)", kind, self.id, status, version,
                     "; ".join(decision.reasons))
         return RunOutcome(self.id, status, version, decision.reasons)
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far, in MB (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 @contextmanager
