@@ -25,8 +25,11 @@ class TrainingConfig:
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate"})
     epochs: float = field(default=3.0, metadata={"help": "Passes over the training split"})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: epochs)"})
-    batch_size: int = field(default=8, metadata={"help": "Examples per device step"})
-    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps"})
+    batch_size: int = field(default=4, metadata={
+        "help": "Examples per forward/backward pass (on 2 CPU cores 4 is ~1.3x faster per token "
+                "than 8 and needs ~1 GB less memory; see bench/nightly)"})
+    grad_accum: int = field(default=2, metadata={
+        "help": "Passes whose gradients add up to one optimizer step (default: steps of 8 rows)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.0, metadata={

@@ -6,8 +6,8 @@ knowledge base, rendered with the model's chat template), an answer, and a 👍 
 with a written correction). The answers are scripted rather than generated, to keep the
 benchmark about training: a 👍 answer is a sentence of the top excerpt with its source, a 👎
 answer a vague reply. Then runs `tune nightly` (`run_nightly`) once with the given flags and
-reports the dataset sizes, training tokens/s, the training and total wall time, and the gate's
-decision.
+reports the dataset sizes, training tokens/s, the wall time of each stage and in all, peak
+memory, and the gate's decision.
 
 Usage: python bench/nightly/run.py [--exchanges 1000] [tune flags, e.g. --epochs 1]
 Writes bench/results/nightly.json.
@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +40,6 @@ from bot.prompting import build_messages, render  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
 from tuning.config import parse_config  # noqa: E402
-from tuning.nightly import run_nightly  # noqa: E402
 
 FRAMES = ["{q}", "Hi! {q}", "Quick question: {q}", "{q} Thanks!", "Sorry if this is obvious: {q}",
           "{q} I couldn't find it.", "Hello, {q}", "One more thing: {q}"]
@@ -106,26 +106,33 @@ def main() -> None:
         os.environ.get("MODEL_CACHE_DIR", ROOT / ".cache" / "models")))
     seeded = seed_exchanges(settings, args.exchanges, args.users, args.liked_share,
                             args.correction_share, cfg.seed)
+    # The nightly run in its own process, as cron starts it: its memory is its own.
+    env = {**os.environ, "ASSISTANT_DATA_DIR": str(data_dir),
+           "MODEL_CACHE_DIR": str(settings.models_dir), "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
-    outcome = run_nightly(settings, cfg)
+    subprocess.run([sys.executable, "-m", "bot.cli", "tune", "nightly", *knobs], env=env,
+                   check=True)
     wall = time.monotonic() - started
     from tuning.nightly import runs
 
     record = runs(settings, 1)[0]
     metrics = record.get("metrics") or {}
+    decision = record.get("decision") or {}
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU",
         "seeded": seeded, "tune_config": cfg.to_dict(), "sizes": record.get("sizes"),
-        "status": outcome.status, "reasons": outcome.reasons,
+        "status": record.get("status"), "reasons": decision.get("reasons"),
         "train_seconds": metrics.get("train_seconds"), "train_tokens": metrics.get("train_tokens"),
         "train_steps": metrics.get("train_steps"), "tokens_per_s": metrics.get("tokens_per_s"),
-        "nightly_wall_seconds": round(wall, 1),
+        "nightly_wall_seconds": round(wall, 1), "stage_seconds": metrics.get("stage_seconds"),
+        "peak_rss_mb": metrics.get("peak_rss_mb"),  # the nightly process's peak
         "candidate": metrics.get("candidate"), "serving": metrics.get("serving"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: result[k] for k in ("sizes", "status", "train_seconds", "tokens_per_s",
-                                             "nightly_wall_seconds")}))
+                                             "nightly_wall_seconds", "stage_seconds",
+                                             "peak_rss_mb")}))
 
 
 if __name__ == "__main__":
