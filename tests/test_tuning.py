@@ -55,8 +55,9 @@ def seed_ratings(store: Store, n_users: int = 6) -> None:
 
 
 def tiny(**overrides) -> TuneConfig:  # type: ignore[no-untyped-def]
-    return TuneConfig(**{"max_steps": 4, "batch_size": 4, "max_length": 384, "eval_every": 2,
-                         "min_rows": 8, "patience": 2, "learning_rate": 1e-3, **overrides})
+    return TuneConfig(**{"max_steps": 4, "batch_size": 4, "grad_accum": 1, "max_length": 384,
+                         "eval_every": 2, "min_rows": 8, "patience": 2, "learning_rate": 1e-3,
+                         **overrides})
 
 
 def test_lora_training_changes_adapter_weights_not_base_weights(tmp_path: Path) -> None:
@@ -140,8 +141,8 @@ def test_kill_mid_training_then_resume(tmp_path: Path) -> None:
     env = {**os.environ, "ASSISTANT_DATA_DIR": str(data), "MODEL_CACHE_DIR": str(MODEL_CACHE)}
     env.pop("DATABASE_URL", None)
     cmd = [sys.executable, "-m", "bot.cli", "tune", "nightly", "--max-steps", "8",
-           "--eval-every", "2", "--batch-size", "4", "--max-length", "384", "--min-rows", "8",
-           "--patience", "10", "--learning-rate", "1e-3"]
+           "--eval-every", "2", "--batch-size", "4", "--grad-accum", "1", "--max-length", "384",
+           "--min-rows", "8", "--patience", "10", "--learning-rate", "1e-3"]
     checkpoints = data / "tuning" / "checkpoints" / "nightly"
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
