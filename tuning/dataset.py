@@ -155,4 +155,3 @@ def evidence_only(rows: list[Row]) -> list[Row]:
             prompt = keep_excerpts(prompt, lambda source, text: backs(text, source, answer))
         out.append(row | {"prompt": prompt})
     return out
-

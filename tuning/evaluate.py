@@ -90,7 +90,7 @@ class LogProbs:
                     attention_mask=torch.cat([mask, seen], 1).to(self.model.device),
                     position_ids=(last + torch.arange(width + 1)).to(self.model.device),
                     past_key_values=cache, use_cache=True).logits[:, :-1].float()
-            _truncate(cache, start)
+            cache.crop(start - cache.get_seq_length())  # drop this round's tokens again
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, (prompt, tokens) in enumerate(zip(prompts, own, strict=True)):
                 if tokens:
@@ -170,12 +170,6 @@ def sample_prompts(rows: list[dict], limit: int, prefer: Collection[str] = (),
 
 def load_golden(path: Path = GOLDEN) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate(cache: Any, length: int) -> None:
-    """Drop what a key/value cache holds beyond its first `length` positions."""
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
 
 
 def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,6 @@ def train_top_layers(model, layers: int) -> int:
     layers frozen a backward pass stops `layers` from the top: on CPU, where a LoRA step is a
     forward and a backward through the whole model, that is most of the step. Returns the
     number of trainable tensors left."""
-    import re
-
     total = model.config.num_hidden_layers
     lowest = max(total - layers, 0) if layers > 0 else 0
     trainable = 0
