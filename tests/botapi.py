@@ -211,7 +211,7 @@ class BotAPIEmulator:
         self.history[update_id] = self.updates[-1]
         if self.webhook_url:
             self.updates.pop()
-            asyncio.get_running_loop().create_task(self.post_webhook(self.history[update_id]))
+            asyncio.get_running_loop().create_task(self._deliver(self.history[update_id]))
         self._new_update.set()
         return update_id
 
@@ -225,6 +225,19 @@ class BotAPIEmulator:
                 self.webhook_url, json=update, headers=headers) as response:
             self.webhook_responses.append(response.status)
             return response.status
+
+    async def _deliver(self, update: dict[str, Any], attempts: int = 60) -> None:
+        """Push an update to the webhook; like Telegram, try again later while the bot's server
+        cannot be reached (a bot sets its webhook before its server is always listening)."""
+        import aiohttp
+
+        for _ in range(attempts - 1):
+            try:
+                await self.post_webhook(update)
+                return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.5)
+        await self.post_webhook(update)
 
     def redeliver(self, update_id: int) -> None:
         """Offer an update again, as Telegram does when a bot crashed before confirming it."""

