@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         True, description="Say \"I don't know\" when a question names something specific the "
         "knowledge base never mentions (e.g. \"sauna\"); turn off for languages wordfreq lacks."
     )
+    lesson_similarity: float = Field(
+        0.8, ge=0.0, le=1.0, description="How close in meaning (cosine) a question must be to "
+        "one users rated or corrected for the sentence they taught to answer it first (see "
+        "bot/services/lessons.py); 0 = off."
+    )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     seed_knowledge: bool = Field(True, description="Seed an empty knowledge base with the samples.")
     log_level: str = "INFO"

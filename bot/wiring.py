@@ -15,6 +15,7 @@ from bot.model import ChatModel, HFChatModel, resolve_base_model
 from bot.services.chat import ChatLimits, ChatService
 from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
+from bot.services.lessons import Lessons
 from bot.services.review import ReviewService
 from bot.services.stats import StatsService
 from bot.storage.db import Database
@@ -113,6 +114,8 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
                             evidence_k=settings.evidence_k, min_support=settings.min_support,
                             abstain_on_unknown_terms=settings.abstain_on_unknown_terms,
                             max_message_chars=settings.max_message_chars)
+        lessons = Lessons(store, embedder, settings.lesson_similarity) \
+            if settings.lesson_similarity > 0 else None
         services.chat = ChatService(store, knowledge, model or load_chat_model(settings),
-                                    settings.system_prompt, limits)
+                                    settings.system_prompt, limits, lessons)
     return services

@@ -13,7 +13,15 @@ from bot.i18n import t
 from bot.model import ChatModel
 from bot.prompting import MAX_PROMPT_TOKENS, ChatMessages, build_messages
 from bot.services import UserError
-from bot.services.grounding import answers_kind, check_answer, claims, normalise, trim_run_on
+from bot.services.grounding import (
+    answers_kind,
+    check_answer,
+    claims,
+    normalise,
+    supported,
+    trim_run_on,
+)
+from bot.services.lessons import Lessons, Taught
 from bot.services.question import asked_thing, names_thing
 from bot.storage.store import Store, Turn, UserInfo
 from knowledge.evidence import Evidence, content_words, stem
@@ -126,12 +134,14 @@ class ChatService:
     """One answer per user message, with everything recorded in SQL."""
 
     def __init__(self, store: Store, retriever: Retriever, model: ChatModel,
-                 system_prompt: str, limits: ChatLimits = ChatLimits()) -> None:
+                 system_prompt: str, limits: ChatLimits = ChatLimits(),
+                 lessons: Lessons | None = None) -> None:
         self.store = store
         self.retriever = retriever
         self.model = model
         self.system_prompt = system_prompt
         self.limits = limits
+        self.lessons = lessons  # what users taught (`bot.services.lessons`); None: nothing
 
     @staticmethod
     def follow_up_context(question: str, history: list[Turn]) -> str:
@@ -173,18 +183,45 @@ class ChatService:
             else:
                 evidence = evidence[:-1]
 
+    def taught(self, question: str, context: str, hits: list[Hit]) -> tuple[list[Taught],
+                                                                          list[Hit]]:
+        """What users taught for `question` (not for follow-ups, which lean on the previous
+        turn), and `hits` with the chunks that hold it added when retrieval missed them."""
+        if self.lessons is None or context:
+            return [], hits
+        taught = self.lessons.recall(question)
+        seen = {h.chunk_id for h in hits}
+        for lesson in taught:
+            for hit in self._relevant(lesson.text)[:2]:
+                if hit.chunk_id not in seen:
+                    seen.add(hit.chunk_id)
+                    hits = [*hits, hit]
+        return taught, hits
+
     def choose_evidence(self, question: str, hits: list[Hit], context: str,
-                        language: str | None) -> list[Evidence]:
+                        language: str | None, taught: Sequence[Taught] = ()) -> list[Evidence]:
         """The evidence to answer from, best first; empty when the knowledge base does not
         answer the question: no sentence fits well enough, none holds the kind of fact asked
         for (a number, a name, an e-mail) about the thing asked after ("how many windows"), or
-        the question names something the knowledge base never mentions."""
+        the question names something the knowledge base never mentions.
+
+        A sentence that backs what users `taught` for this question comes first, whatever its
+        score: users said it answers this."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing = asked_thing(question)
         fitting = [e for e in evidence if answers_kind(question, e.text) and (
             thing is None or names_thing(thing, e.framed, self.retriever.related))]
-        if not fitting or fitting[0].score < self.limits.min_support:
-            return []
+        for lesson in taught:
+            backing = next((e for e in evidence
+                            if supported(lesson.text, [e.framed], given=lesson.question)), None)
+            if backing is not None:
+                logger.info("Evidence taught by %d user(s) for %r (similarity %.2f)",
+                            lesson.score, lesson.question, lesson.similarity)
+                fitting = [backing] + [e for e in fitting if e is not backing]
+                break
+        else:
+            if not fitting or fitting[0].score < self.limits.min_support:
+                return []
         asked = f"{context} {question}" if context else question
         if self.limits.abstain_on_unknown_terms and not self.rephrases(
                 asked, self.retriever.uncovered(asked, language), fitting[0]):
@@ -252,11 +289,11 @@ class ChatService:
                 on_text(reply_text)
             return Reply(text=reply_text, message_id=message_id, grounding=grounding)
 
-        hits = self.retrieve(question, history)
+        context = self.follow_up_context(question, history)
+        taught, hits = self.taught(question, context, self.retrieve(question, history))
         if not hits:
             return without_model("no_knowledge", "no_knowledge")
-        context = self.follow_up_context(question, history)
-        evidence = self.choose_evidence(question, hits, context, lang)
+        evidence = self.choose_evidence(question, hits, context, lang, taught)
         if not evidence:
             return without_model("dont_know", "abstained")
         generation = self.model.generate(self._fit(history, question, evidence), on_text=on_text)

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
@@ -240,6 +240,29 @@ class Store:
                     Correction.message_id == message_id, Correction.user_id == user_id,
                     Correction.text == text)) is None:
                 s.add(Correction(message_id=message_id, user_id=user_id, text=text))
+
+    def teachings(self, limit: int = 5000) -> list[tuple[str, str, int, int]]:
+        """What users said answers their questions, newest first: (question, text, user id,
+        +1/-1). A 👍 vouches for an answer's text and a 👎 against it (only answers grounded in
+        the knowledge base: "verified" or "extractive"); a correction vouches for its own text,
+        unless the nightly screen held it back or an admin rejected it."""
+        from bot.storage.training import APPROVED
+
+        question = aliased(Message)
+        rated = (select(question.text, Message.text, Rating.user_id, Rating.value, Rating.id)
+                 .join(Message, Message.id == Rating.message_id)
+                 .join(question, question.id == Message.question_id)
+                 .where(Message.grounding.in_(("verified", "extractive")))
+                 .order_by(Rating.id.desc()).limit(limit))
+        corrected = (select(question.text, Correction.text, Correction.user_id, Correction.id)
+                     .join(Message, Message.id == Correction.message_id)
+                     .join(question, question.id == Message.question_id)
+                     .where(or_(Correction.review.is_(None), Correction.review == APPROVED))
+                     .order_by(Correction.id.desc()).limit(limit))
+        with self.db.read() as s:
+            votes = [(q, t, u, 1 if v > 0 else -1) for q, t, u, v, _ in s.execute(rated)]
+            fixes = [(q, t, u, 1) for q, t, u, _ in s.execute(corrected)]
+        return fixes + votes
 
     def correction(self, correction_id: int) -> tuple[str, str, str | None] | None:
         """(question, correction text, review) of a correction, None if there is none."""
