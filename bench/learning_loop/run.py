@@ -149,14 +149,17 @@ def user(uid: int) -> UserInfo:
     return UserInfo(id=uid, username=f"sim{uid}", first_name="Sim", language_code="en")
 
 
-def ask(services: Services, jobs: list[tuple[int, str]], workers: int) -> list[Reply]:
-    """Each (user id, question) in its own chat, concurrently so generation batches."""
+def ask(services: Services, jobs: list[tuple[int, str]], workers: int,
+        day: int = 0) -> list[Reply]:
+    """Each (user id, question) in a chat of its own, new every day (a short question in
+    yesterday's chat would read as a follow-up to yesterday's), concurrently so generation
+    batches."""
     assert services.chat is not None
     chat = services.chat
 
     def one(job: tuple[int, str], n: int) -> Reply:
         uid, question = job
-        return chat.answer(uid * 1000 + n, user(uid), question)
+        return chat.answer(day * 1_000_000 + uid * 1000 + n, user(uid), question)
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, jobs, range(len(jobs))))
@@ -183,7 +186,7 @@ def traffic(services: Services, day: int, args: argparse.Namespace,
     attack = [(900 + a, rng.choice(ATTACK_QUESTIONS)) for a in range(attackers)
               for _ in range(args.attack_questions)]
     probes = [(99, q) for q in PROBES]
-    replies = ask(services, jobs + attack + probes, args.workers)
+    replies = ask(services, jobs + attack + probes, args.workers, day)
     served = sorted({r.adapter_version for r in replies if r.adapter_version})
     stats = Day(day=day, adapter=",".join(served))
     for (uid, question), reply in zip(jobs, replies[:len(jobs)], strict=True):
@@ -357,7 +360,8 @@ def main() -> None:
     services.close()
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU",
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "data_dir")},
+        "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "data_dir")},
+                     "lesson_similarity": settings.lesson_similarity},
         "tune_config": cfg.to_dict(), "dialog": dialog, "days": days, "attack": attack,
         "minutes": round((time.monotonic() - started) / 60, 1),
     }

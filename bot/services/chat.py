@@ -192,8 +192,13 @@ class ChatService:
         taught = self.lessons.recall(question)
         seen = {h.chunk_id for h in hits}
         for lesson in taught:
-            for hit in self._relevant(lesson.text)[:2]:
-                if hit.chunk_id not in seen:
+            # A chunk holding many facts can lie far from any one of them, so the search goes
+            # wider than answering's and keeps only chunks that back the taught text.
+            found = self.retriever.search(f"{lesson.question}\n{lesson.text}", 10,
+                                          ranking=self.limits.ranking)
+            for hit in found:
+                if hit.chunk_id not in seen and supported(
+                        lesson.text, [f"{hit.title}\n{hit.text}"], given=lesson.question):
                     seen.add(hit.chunk_id)
                     hits = [*hits, hit]
         return taught, hits
