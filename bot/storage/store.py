@@ -249,19 +249,19 @@ class Store:
         from bot.storage.training import APPROVED
 
         question = aliased(Message)
-        rated = (select(question.text, Message.text, Rating.user_id, Rating.value, Rating.id)
+        rated = (select(question.text, Message.text, Rating.user_id, Rating.value)
                  .join(Message, Message.id == Rating.message_id)
                  .join(question, question.id == Message.question_id)
                  .where(Message.grounding.in_(("verified", "extractive")))
                  .order_by(Rating.id.desc()).limit(limit))
-        corrected = (select(question.text, Correction.text, Correction.user_id, Correction.id)
+        corrected = (select(question.text, Correction.text, Correction.user_id)
                      .join(Message, Message.id == Correction.message_id)
                      .join(question, question.id == Message.question_id)
                      .where(or_(Correction.review.is_(None), Correction.review == APPROVED))
                      .order_by(Correction.id.desc()).limit(limit))
         with self.db.read() as s:
-            votes = [(q, t, u, 1 if v > 0 else -1) for q, t, u, v, _ in s.execute(rated)]
-            fixes = [(q, t, u, 1) for q, t, u, _ in s.execute(corrected)]
+            votes = [(q, t, u, 1 if v > 0 else -1) for q, t, u, v in s.execute(rated)]
+            fixes = [(q, t, u, 1) for q, t, u in s.execute(corrected)]
         return fixes + votes
 
     def correction(self, correction_id: int) -> tuple[str, str, str | None] | None:
