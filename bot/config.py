@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     )
     no_repeat_ngram_size: int = Field(4, ge=0, description="Stops greedy loops; 0 = off.")
     history_turns: int = Field(6, ge=0, le=50, description="Earlier messages given to the model.")
+    history_minutes: int = Field(60, ge=0, description="Earlier messages older than this are "
+                                 "not context: a question asked later starts afresh (0: no limit).")
     retrieval_k: int = Field(
         6, ge=1, le=20, description="Knowledge chunks retrieved; their best sentences are the "
         "evidence put in the prompt."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bot.config import Settings
@@ -110,6 +111,8 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
                         StatsService(reports), ReviewService(store, reports, knowledge))
     if with_chat:
         limits = ChatLimits(history_turns=settings.history_turns,
+                            history_window=timedelta(minutes=settings.history_minutes)
+                            if settings.history_minutes else None,
                             retrieval_k=settings.retrieval_k,
                             evidence_k=settings.evidence_k, min_support=settings.min_support,
                             abstain_on_unknown_terms=settings.abstain_on_unknown_terms,

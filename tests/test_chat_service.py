@@ -1,12 +1,13 @@
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.i18n import t
 from bot.services import UserError
 from bot.services.chat import leaks_instructions
-from bot.storage.models import Message
+from bot.storage.models import Message, utcnow
 from bot.storage.store import UserInfo
 from bot.wiring import Services
 from tests.fakes import FakeChatModel
@@ -90,6 +91,23 @@ def test_history_is_given_to_the_model_and_reset_clears_it(
     services.chat.reset(1)
     services.chat.answer(1, ALICE, "What is my name?")
     assert [m["role"] for m in fake_model.calls[-1]] == ["system", "user"]
+
+
+def test_turns_older_than_the_history_window_are_not_context(
+        services: Services, fake_model: FakeChatModel) -> None:
+    """Yesterday's exchange does not make today's short question a follow-up."""
+    always_grounded(services)
+    services.chat.limits = replace(services.chat.limits, history_window=timedelta(hours=1))
+    services.chat.answer(1, ALICE, "My name is Bob.")
+    services.chat.answer(1, ALICE, "What is my name?")
+    assert len(fake_model.calls[-1]) == 4  # within the hour: the first exchange is context
+    with services.db.write() as s:
+        s.execute(update(Message).values(created_at=utcnow() - timedelta(hours=2)))
+    services.chat.answer(1, ALICE, "What is my name?")
+    assert [m["role"] for m in fake_model.calls[-1]] == ["system", "user"]
+    services.chat.limits = replace(services.chat.limits, history_window=None)
+    services.chat.answer(1, ALICE, "And now?")
+    assert "My name is Bob." in [m["content"] for m in fake_model.calls[-1]]
 
 
 def test_other_chats_do_not_share_history(services: Services, fake_model: FakeChatModel) -> None:

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.i18n import t
@@ -38,6 +39,9 @@ _FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|then)\b|\b(it|its|i
 @dataclass(frozen=True)
 class ChatLimits:
     history_turns: int = 6
+    # Earlier turns older than this are not context: a short question asked the next day is a
+    # new question, not a follow-up to yesterday's (None: no limit).
+    history_window: timedelta | None = timedelta(hours=1)
     retrieval_k: int = 6
     # Answers come from chunks, not pages: a document's second-best chunk often holds the fact
     # (on bench/answers, one chunk per document lost 3 of 86 answers and found 1), so answering
@@ -142,6 +146,10 @@ class ChatService:
         self.system_prompt = system_prompt
         self.limits = limits
         self.lessons = lessons  # what users taught (`bot.services.lessons`); None: nothing
+
+    def _history_since(self) -> datetime | None:
+        window = self.limits.history_window
+        return None if window is None else datetime.now(UTC) - window
 
     @staticmethod
     def follow_up_context(question: str, history: list[Turn]) -> str:
@@ -266,7 +274,8 @@ class ChatService:
         found = self.store.find_question(chat_id, asked_as) if asked_as is not None else None
         if found is None:
             conversation_id = self.store.active_conversation(chat_id)
-            history = self.store.recent_turns(conversation_id, self.limits.history_turns)
+            history = self.store.recent_turns(conversation_id, self.limits.history_turns,
+                                              since=self._history_since())
             # Record the question before generating, so a failing model loses nothing.
             question_id = self.store.add_message(conversation_id, "user", question,
                                                  user_id=user.id, telegram_message_id=asked_as)
@@ -278,7 +287,7 @@ class ChatService:
                              latency_ms=stored.latency_ms or 0, grounding=stored.grounding or "",
                              shown_as=stored.shown_as)
             history = self.store.recent_turns(conversation_id, self.limits.history_turns,
-                                              before=question_id)
+                                              before=question_id, since=self._history_since())
 
         def elapsed() -> int:
             return int((time.monotonic() - started) * 1000)

@@ -130,15 +130,17 @@ class Store:
             )
             return bool(_affected(result))
 
-    def recent_turns(self, conversation_id: int, limit: int,
-                     before: int | None = None) -> list[Turn]:
-        """The last `limit` messages of a conversation (those before message `before`, when
-        given), oldest first."""
+    def recent_turns(self, conversation_id: int, limit: int, before: int | None = None,
+                     since: datetime | None = None) -> list[Turn]:
+        """The last `limit` messages of a conversation (those before message `before`, and
+        written after `since`, when given), oldest first."""
         if limit <= 0:
             return []
         query = select(Message.role, Message.text).where(Message.conversation_id == conversation_id)
         if before is not None:
             query = query.where(Message.id < before)
+        if since is not None:
+            query = query.where(Message.created_at >= since)
         with self.db.read() as s:
             rows = s.execute(query.order_by(Message.id.desc()).limit(limit)).all()
         return [Turn(role, text) for role, text in reversed(rows)]
