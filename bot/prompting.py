@@ -67,6 +67,15 @@ def excerpts_in(prompt: str) -> list[str]:
     return [m.group(2) for m in _EXCERPT_BLOCK.finditer(prompt)]
 
 
+_QUESTION = re.compile(r"\nQuestion: ([^\n<]*)")
+
+
+def question_in(prompt: str) -> str:
+    """The question of a prompt `build_messages` made (as rendered and stored); "" if none."""
+    found = _QUESTION.findall(prompt)
+    return found[-1].strip() if found else ""
+
+
 def keep_excerpts(prompt: str, keep: Callable[[str, str], bool]) -> str:
     """A prompt `build_messages` made (as rendered and stored) with only the excerpts for which
     `keep(source, text)` is true; the prompt unchanged when that would leave none."""

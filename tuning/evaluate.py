@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -255,15 +255,21 @@ def backs(excerpt: str, source: str, answer: str, min_share: float = 0.5) -> boo
         >= min_share
 
 
-def unsupported(rows: list[dict]) -> list[dict]:
+def unsupported(rows: list[dict], known: Callable[[str, str], bool] | None = None
+                ) -> list[dict]:
     """The preferred rows (SFT rows, and KTO rows labelled true) whose answer is not `grounded`
-    in its own prompt, each once: what a model should not learn from ratings, because the
-    knowledge belongs in the knowledge base, where admins curate it."""
+    in its own prompt, or, when `known(prompt, answer)` is given, whose facts the knowledge
+    base does not hold either (a planted "€59" shares all its words with the prompt but its
+    price): what a model should not learn from ratings, because the knowledge belongs in the
+    knowledge base, where admins curate it. Each row once."""
     seen: dict[tuple[str, str], dict] = {}
     for row in rows:
         prompt, answer = str(row["prompt"]), str(row["completion"])
-        if row.get("label", True) and not grounded(answer, prompt):
-            seen.setdefault((prompt, answer), row)
+        if (prompt, answer) in seen or not row.get("label", True):
+            continue
+        if not grounded(answer, prompt) or (known is not None and not IDK.search(answer)
+                                            and not known(prompt, answer)):
+            seen[(prompt, answer)] = row
     return list(seen.values())
 
 

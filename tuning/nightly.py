@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from bot.config import Settings
 from bot.model import load_model, resolve_base_model
-from bot.prompting import render
+from bot.prompting import question_in, render
+from bot.services.review import ReviewService
 from bot.storage.boosts import BoostStore
 from bot.storage.db import Database
 from bot.storage.training import Feedback, TrainingStore
@@ -40,12 +41,13 @@ logger = logging.getLogger(__name__)
 
 
 def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
-            heldout_kto: list[dict], eval_prompts: int = 0) -> Metrics:
+            heldout_kto: list[dict], eval_prompts: int = 0,
+            known: Callable[[str, str], bool] | None = None) -> Metrics:
     """The gate's measures of one model. Held-out ratings are measured on at most
     `eval_prompts` of their prompts (`sample_prompts`: the same for every model, those with a
     reference answer first), each read once for its greedy answer and its rated answers'
-    likelihoods alike; the answers their excerpts do not support, what poisoning plants, are
-    always all measured."""
+    likelihoods alike; the answers that neither their excerpts nor, when `known` checks it,
+    the knowledge base support, what poisoning plants, are always all measured."""
     golden_rows = [{"prompt": render(tokenizer, g["messages"]), "completion": g["reference"]}
                    for g in golden]
     heldout = heldout_sft + heldout_kto
@@ -61,7 +63,7 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
     golden_pass = golden_checks(model, tokenizer, golden, logprobs=logprobs)
     answers = answer_checks(model, tokenizer, prompts, refs, logprobs=logprobs,
                             completions=rated_answers)
-    off_prompt = unsupported(heldout)
+    off_prompt = unsupported(heldout, known)
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows, logprobs),
                    golden_pass=golden_pass,
                    heldout_loss=answer_loss(model, tokenizer, liked, logprobs) if liked
@@ -74,33 +76,43 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
                    answer_accuracy=answers.accuracy)
 
 
-@contextmanager
-def _knowledge_check(settings: Settings, enabled: bool) -> Iterator[Callable[[Feedback], bool] | None]:
-    """Whether the knowledge base backs a correction (see `ReviewService.backed`); None when
-    the screen is off."""
-    if not enabled:
-        yield None
-        return
-    from bot.wiring import build_services
+class KnowledgeCheck:
+    """Whether the knowledge base backs an answer (`ReviewService.backed`: its facts are in
+    the excerpts it came from, or in what a search for the question and the answer finds).
+    The screen asks it about tonight's corrections before training; the gate about held-out
+    answers after, so a day of planted corrections is caught even with the screen off."""
 
-    services = build_services(settings, with_chat=False, seed=False)
-    try:
-        yield lambda f: services.review.backed(f.question, f.prompt, f.completion)
-    finally:
-        services.close()
+    def __init__(self, review: ReviewService, close: Callable[[], None] = lambda: None) -> None:
+        self._review, self.close = review, close
+
+    @classmethod
+    def open(cls, settings: Settings) -> KnowledgeCheck:
+        from bot.wiring import build_services
+
+        services = build_services(settings, with_chat=False, seed=False)
+        return cls(services.review, services.close)
+
+    def correction(self, f: Feedback) -> bool:
+        return self._review.backed(f.question, f.prompt, f.completion)
+
+    def answer(self, prompt: str, answer: str) -> bool:
+        return self._review.backed(question_in(prompt), prompt, answer)
 
 
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dataset, train a candidate, evaluate, gate, promote; all recorded."""
     from tuning.train import load_for_training, train
 
-    with tuning_run(settings, cfg, "nightly") as run:
+    with tuning_run(settings, cfg, "nightly") as run, \
+            closing(KnowledgeCheck.open(settings)) as knowledge:
         # Retrieval learns from the same ratings every night, whether or not a model trains.
         boosts = BoostStore(run.store.db).recompute(actor="nightly")
-        with run.timed("data"), _knowledge_check(settings, cfg.screen_corrections) as backed:
+        with run.timed("data"):
+            screen = cfg.screen_corrections
             data = collect_feedback(run.store, run.store.last_data_until("nightly"),
-                                    cfg.max_rows_per_user, cfg.seed, backed=backed,
-                                    repeated_from=cfg.repeated_from if backed else 0)
+                                    cfg.max_rows_per_user, cfg.seed,
+                                    backed=knowledge.correction if screen else None,
+                                    repeated_from=cfg.repeated_from if screen else 0)
         run.store.hold(data.held)
         run.sizes = {"sft": len(data.sft), "kto": len(data.kto), "held": len(data.held),
                      "boosted_chunks": boosts["chunks"]}
@@ -124,10 +136,10 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         golden = load_golden()
         with run.timed("evaluate_candidate"):
             candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,
-                                cfg.eval_prompts)
+                                cfg.eval_prompts, knowledge.answer)
         with run.timed("evaluate_serving"):
             serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
-                              heldout_kto, cfg.eval_prompts)
+                              heldout_kto, cfg.eval_prompts, knowledge.answer)
         return run.conclude("nightly", candidate, serving, result,
                             {"dataset_hash": data.digest()},
                             dataset_hash=data.digest(), data_until=data.until)
@@ -148,8 +160,10 @@ def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metri
     _, _, sft_test = split_rows(data.sft, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     base_path = Path(resolve_base_model(settings.base_model, settings.models_dir))
-    return measure(load_model(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
-                   load_golden(), sft_test, kto_val + kto_test, cfg.eval_prompts)
+    with closing(KnowledgeCheck.open(settings)) as knowledge:
+        return measure(load_model(base_path, adapter), AutoTokenizer.from_pretrained(base_path),
+                       load_golden(), sft_test, kto_val + kto_test, cfg.eval_prompts,
+                       knowledge.answer)
 
 
 def runs(settings: Settings, limit: int = 20) -> list[dict]:
