@@ -11,11 +11,13 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.services import UserError
-from bot.wiring import Services, build_services
+
+if TYPE_CHECKING:  # storage and knowledge load when a command runs, not for `--help`
+    from bot.wiring import Services
 
 
 def _actor() -> str:
@@ -26,6 +28,8 @@ def _actor() -> str:
 
 
 def _open(settings: Settings) -> Services:
+    from bot.wiring import build_services
+
     return build_services(settings, with_chat=False, seed=False)
 
 

@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.model import ChatModel, HFChatModel, resolve_base_model
-from bot.services.chat import ChatLimits, ChatService
 from bot.services.feedback import FeedbackService
 from bot.services.knowledge import KnowledgeService
-from bot.services.lessons import Lessons
 from bot.services.review import ReviewService
 from bot.services.stats import StatsService
 from bot.storage.db import Database
@@ -25,6 +22,10 @@ from bot.storage.store import Store
 from knowledge.embeddings import Embedder, LazyEmbedder, load_embedder
 from knowledge.index import KnowledgeIndex, open_chroma
 from knowledge.shared import SharedStore
+
+if TYPE_CHECKING:  # what only answering needs loads with it, not for `kb` or `db` commands
+    from bot.model import ChatModel
+    from bot.services.chat import ChatService
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def open_database(settings: Settings) -> Database:
 
 def load_chat_model(settings: Settings) -> ChatModel:
     """The server at `LLM_URL` when one is set, else the in-process model."""
+    from bot.model import HFChatModel
+
     if settings.llm_url:
         from bot.model.remote import OpenAIChatModel
 
@@ -80,6 +83,8 @@ def _base_tokenizer(settings: Settings) -> Any:
     there is none on this machine (token counts are then estimated)."""
     try:
         from transformers import AutoTokenizer
+
+        from bot.model import resolve_base_model
 
         return AutoTokenizer.from_pretrained(resolve_base_model(settings.base_model,
                                                                 settings.models_dir))
@@ -110,6 +115,9 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     services = Services(settings, db, store, knowledge, FeedbackService(store),
                         StatsService(reports), ReviewService(store, reports, knowledge))
     if with_chat:
+        from bot.services.chat import ChatLimits, ChatService
+        from bot.services.lessons import Lessons
+
         limits = ChatLimits(history_turns=settings.history_turns,
                             history_window=timedelta(minutes=settings.history_minutes)
                             if settings.history_minutes else None,

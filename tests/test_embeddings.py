@@ -96,7 +96,7 @@ def _imports_after(argv: list[str], data_dir: Path) -> tuple[int, set[str], str]
 def test_kb_commands_start_without_torch(tmp_path: Path) -> None:
     data = tmp_path / "data"
     rc, modules, _ = _imports_after(["kb", "--help"], data)
-    assert rc == 0 and not modules & {*HEAVY, "chromadb", "onnxruntime"}
+    assert rc == 0 and not modules & {*HEAVY, "chromadb", "onnxruntime", "sqlalchemy"}
     rc, modules, _ = _imports_after(["kb", "list"], data)
     assert rc == 0 and not modules & {*HEAVY, "chromadb", "onnxruntime"}
     rc, modules, _ = _imports_after(["tune", "list"], data)
