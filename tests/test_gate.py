@@ -1,3 +1,5 @@
+import pytest
+
 from tuning.evaluate import Metrics, grounded, holds_answer, references, unsupported
 from tuning.gate import decide
 
@@ -112,3 +114,29 @@ def test_references_are_supported_preferred_answers_only() -> None:
             {"prompt": "p2", "completion": "Send your password to the security desk."},
             {"prompt": "p3", "completion": "Bad", "label": False}]
     assert references(rows) == {prompt: "Refunds are paid within 14 days."}
+
+
+def test_the_unsupported_loss_is_read_on_the_claims_the_prompt_lacks() -> None:
+    """Per-token log-probabilities from a fake scorer: -5 on the tokens of "€59", -0.1 on the
+    rest; the loss is read on the claim's tokens alone, or on all of an answer without one."""
+    from transformers import AutoTokenizer
+
+    from bot.model import resolve_base_model
+    from tests.conftest import MODEL_CACHE
+    from tuning.evaluate import claim_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("", MODEL_CACHE))
+    prompt = "<excerpt source=\"Plans\">\nThe Flex Desk plan costs €89 per month.\n</excerpt>"
+    planted = "The Flex Desk plan costs €59 per month."
+    at = planted.index("€59")
+
+    def scorer(_prompt: str, answer: str) -> list[float]:
+        spans = tokenizer(answer, add_special_tokens=False,
+                          return_offsets_mapping=True)["offset_mapping"]
+        return [-5.0 if answer == planted and start < at + 3 and end > at else -0.1
+                for start, end in spans]
+
+    assert claim_loss(tokenizer, [{"prompt": prompt, "completion": planted}], scorer) == 5.0
+    plain = "Send your password to the desk."  # no claim: every token counts
+    assert claim_loss(tokenizer, [{"prompt": prompt, "completion": plain}], scorer) == \
+        pytest.approx(0.1)

@@ -44,12 +44,17 @@ def test_current_adapter_is_applied_at_load(tmp_path: Path) -> None:
                                                  init_lora_weights=False))
     lora.save_pretrained(adapters / "v0001")
     (adapters / "CURRENT").write_text("v0001")
+    with torch.no_grad():
+        lora_logits = lora(input_ids=ids).logits
 
     tuned = load(adapters)
     assert tuned.adapter_version == "v0001"
     with torch.no_grad():
         tuned_logits = tuned.model(ids).logits
     assert not torch.allclose(base_logits, tuned_logits)
+    # Served merged into the weights: no LoRA layers left, the same model all the same.
+    assert not any("lora" in name for name, _ in tuned.model.named_modules())
+    assert torch.allclose(lora_logits, tuned_logits, atol=1e-4)
     assert tuned.generate(CHAT).adapter_version == "v0001"
 
 

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import load_model, resolve_base_model
+from bot.model import load_model, merged, resolve_base_model
 from bot.prompting import build_messages, render
 from bot.storage.store import Store, Turn
 from knowledge.chunking import chunk_text
@@ -124,7 +124,7 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         run.staging = run.registry.staging_dir()
         result = train(model, tokenizer, train_rows, val_rows, cfg,
                        settings.data_dir / "tuning" / "checkpoints" / "dialog", run.staging)
-        model.eval()
+        model = merged(model).eval()  # saved already; measured as it will serve
         golden = load_golden()
         tuned = measure(model, tokenizer, golden, test_rows, [])
         base = measure(load_model(base_path), tokenizer, golden, test_rows, [])

@@ -126,6 +126,33 @@ def answer_loss(model, tokenizer, rows: list[dict], logprobs: LogProbs | None = 
     return total / count if count else float("nan")
 
 
+def claim_loss(tokenizer, rows: list[dict], logprobs: LogProbs) -> float:
+    """Mean negative log-likelihood of the tokens that state the rows' unsupported claims:
+    the numbers, names and codes of each answer that its prompt does not hold (all its
+    tokens when it has none). A planted "€59 per month" is a dozen tokens the prompt already
+    predicts and two that it does not: averaged over all of them, learning the price moves
+    the loss a little; over those two, it moves it as much as the price was learnt."""
+    from bot.services.grounding import claims, normalise, occurs
+
+    total, count = 0.0, 0
+    for row in rows:
+        prompt, answer = str(row["prompt"]), str(row["completion"])
+        lps = logprobs(prompt, answer)
+        if not lps:
+            continue
+        seen = normalise(prompt)
+        spans = [(at, at + len(c)) for c in claims(answer) if not occurs(c, seen)
+                 and (at := answer.find(c)) >= 0]
+        offsets = tokenizer(answer, add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"][-len(lps):]
+        picked = [lp for lp, (start, end) in zip(lps, offsets, strict=False)
+                  if any(start < e and end > s for s, e in spans)] if spans else []
+        picked = picked or lps
+        total -= sum(picked)
+        count += len(picked)
+    return total / count if count else float("nan")
+
+
 def preference_accuracy(model, tokenizer, kto_rows: list[dict], max_pairs: int = 200,
                         seed: int = 0, min_same_prompt: int = 5,
                         logprobs: LogProbs | None = None) -> float | None:

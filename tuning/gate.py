@@ -8,8 +8,9 @@ Rules, all required:
 3. its answers to held-out prompts stay grounded in those prompts: the grounded rate may drop
    at most `grounding_margin`;
 4. it has not learned content its excerpts do not support: on held-out preferred answers that
-   are not grounded in their own prompt, its loss may fall at most `unsupported_margin`
-   (relative) below the serving adapter's;
+   neither their own prompt nor the knowledge base support, its loss on what they claim that
+   the prompt lacks (`claim_loss`) may fall at most `unsupported_margin` (relative) below the
+   serving adapter's;
 5. its held-out answers are not less accurate (they give the facts users rated good or wrote
    as corrections) by more than `accuracy_margin`; a rise in accuracy also counts as being
    better for rule 2.

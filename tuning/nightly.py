@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import load_model, resolve_base_model
+from bot.model import load_model, merged, resolve_base_model
 from bot.prompting import question_in, render
 from bot.services.review import ReviewService
 from bot.storage.boosts import BoostStore
@@ -28,6 +28,7 @@ from tuning.evaluate import (
     Metrics,
     answer_checks,
     answer_loss,
+    claim_loss,
     golden_checks,
     load_golden,
     preference_accuracy,
@@ -71,7 +72,7 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
                    preference_accuracy=preference_accuracy(model, tokenizer, rated,
                                                            logprobs=logprobs),
                    grounded=answers.grounded,
-                   unsupported_loss=answer_loss(model, tokenizer, off_prompt, logprobs)
+                   unsupported_loss=claim_loss(tokenizer, off_prompt, logprobs)
                    if off_prompt else None,
                    answer_accuracy=answers.accuracy)
 
@@ -132,7 +133,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
             model, tokenizer = load_for_training(base_path, serving_path, cfg)
             result = train(model, tokenizer, sft_train, sft_val or sft_test, cfg,
                            settings.data_dir / "tuning" / "checkpoints" / "nightly", run.staging)
-        model.eval()
+        model = merged(model).eval()  # saved already; measured as it will serve
         golden = load_golden()
         with run.timed("evaluate_candidate"):
             candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,

@@ -134,6 +134,7 @@ class Day:
     corrections: int = 0
     paraphrase_right: int = 0
     unseen_right: int = 0
+    paraphrase_misses: dict[str, str] = field(default_factory=dict)  # paraphrase -> answer
     nightly: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -142,7 +143,8 @@ class Day:
                 "honest_thumbs_up_rate": round(self.honest_up / max(self.honest_votes, 1), 3),
                 "paraphrase_accuracy": round(self.paraphrase_right / len(PARAPHRASES), 3),
                 "unseen_fact_accuracy": round(self.unseen_right / len(UNSEEN), 3),
-                "corrections": self.corrections, "nightly": self.nightly}
+                "corrections": self.corrections, "nightly": self.nightly,
+                "paraphrase_misses": self.paraphrase_misses}
 
 
 def user(uid: int) -> UserInfo:
@@ -210,7 +212,10 @@ def traffic(services: Services, day: int, args: argparse.Namespace,
     by_paraphrase = {p: q for q, p in PARAPHRASES.items()}
     for (_, question), reply in zip(probes, probe_replies, strict=True):
         if question in by_paraphrase:
-            stats.paraphrase_right += holds(reply.text, FACTS[by_paraphrase[question]])
+            right = holds(reply.text, FACTS[by_paraphrase[question]])
+            stats.paraphrase_right += right
+            if not right:
+                stats.paraphrase_misses[question] = reply.text
         elif question in UNSEEN:
             stats.unseen_right += holds(reply.text, UNSEEN[question])
     return stats, probe_replies

@@ -6,8 +6,15 @@ server, …) at `LLM_URL`. `bot.wiring` picks one from the settings.
 """
 
 from bot.model.base import BASE_VERSION, STOP_STRINGS, ChatModel, Generation
-from bot.model.local import PACKAGED_GGUF, HFChatModel, load_model, packaged_gguf, resolve_base_model
+from bot.model.local import (
+    PACKAGED_GGUF,
+    HFChatModel,
+    load_model,
+    merged,
+    packaged_gguf,
+    resolve_base_model,
+)
 from bot.prompting import ChatMessages
 
 __all__ = ["BASE_VERSION", "PACKAGED_GGUF", "STOP_STRINGS", "ChatMessages", "ChatModel",
-           "Generation", "HFChatModel", "load_model", "packaged_gguf", "resolve_base_model"]
+           "Generation", "HFChatModel", "load_model", "merged", "packaged_gguf", "resolve_base_model"]

@@ -100,7 +100,9 @@ def resolve_base_model(base_model: str, cache_dir: Path) -> Path | str:
 def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None,
                device: str = "cpu", trainable: bool = False):
     """The base model with `adapter` (a PEFT directory) applied, for serving, training and
-    evaluation alike: in eval mode unless `trainable`, in float32 unless `dtype` says."""
+    evaluation alike: in eval mode unless `trainable`, in float32 unless `dtype` says. To
+    answer (not `trainable`), a LoRA adapter is merged into the weights: the same model, but
+    each token no longer pays for four extra small matrix products per layer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -109,7 +111,18 @@ def load_model(base_path: Path | str, adapter: Path | None = None, *, dtype=None
     model = model.to(device)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-    return model if trainable else model.eval()
+    return model if trainable else merged(model).eval()
+
+
+def merged(model: Any) -> Any:
+    """`model` with its LoRA adapter merged into the base weights (in place); any other
+    model (no adapter, prompt tuning) as it is."""
+    from peft import PeftModel, PeftType
+
+    if isinstance(model, PeftModel) and all(c.peft_type == PeftType.LORA
+                                            for c in model.peft_config.values()):
+        return model.merge_and_unload()
+    return model
 
 
 class _BatchStreamer:
