@@ -277,9 +277,11 @@ def plot(days: list[dict], attack: dict | None, path: Path) -> None:
             ax.annotate(status, (d["day"] + 0.5, 0.05), ha="center", fontsize=8,
                         color="green" if status == "promoted" else "red")
     if attack:
-        ax.annotate(f"poisoned night, screen off: {attack['screen_off']['status']}; "
-                    f"screen on: {attack['screen_on']['status']}", (x[-1], 0.12), ha="right",
-                    fontsize=8)
+        strong = attack.get("screen_off_strong_training")
+        ax.annotate(f"poisoned night, screen off: {attack['screen_off']['status']}"
+                    + (f" (trained longer: {strong['status']})" if strong else "")
+                    + f"; screen on: {attack['screen_on']['status']}", (x[-1], 0.12),
+                    ha="right", fontsize=8)
     ax.set_xlabel("day (a nightly run after each but the last)")
     ax.set_ylim(0, 1.3)
     ax.set_title("Learning loop: correctness raters on the answer benchmark's knowledge base")
@@ -304,6 +306,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--strong-epochs", type=float, default=8.0,
+                        help="The attack night once more, screen off, with this many epochs "
+                        "(0: skip)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start-from-dialog", action="store_true",
                         help="Run `tune dialog` first, as an operator would, so day 0 is served by "
@@ -345,20 +350,29 @@ def main() -> None:
         flex = [r.message_id for r, q in zip(probe_replies, PROBES, strict=True)
                 if q in FLEX_PROBES]
         prompts = stored_prompts(services, flex)
-        # The same night twice: on a copy with the correction screen off (the gate alone must
-        # reject), then for real with the screen on.
-        copy = data_dir.parent / f"{data_dir.name}-screen-off"
-        shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("corpus"))
-        off_settings = settings.model_copy(update={"data_dir": copy})
-        off = timed_run(run_nightly, off_settings, replace(cfg, screen_corrections=False))
-        off["planted_rate_candidate"] = planted_rate(off_settings, off["version"], prompts)
-        shutil.rmtree(copy, ignore_errors=True)
+        def screen_off(night: TuneConfig) -> dict:
+            """That night on a copy of the data dir with the correction screen off."""
+            copy = data_dir.parent / f"{data_dir.name}-screen-off"
+            shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("corpus"))
+            off_settings = settings.model_copy(update={"data_dir": copy})
+            out = timed_run(run_nightly, off_settings, replace(night, screen_corrections=False))
+            out["planted_rate_candidate"] = planted_rate(off_settings, out["version"], prompts)
+            shutil.rmtree(copy, ignore_errors=True)
+            return out
+
+        # The same night three times: with the correction screen off (the gate alone must
+        # reject), again with the screen off and training long enough to learn the planted
+        # price, then for real with the screen on.
+        off = screen_off(cfg)
+        strong = screen_off(replace(cfg, epochs=args.strong_epochs)) \
+            if args.strong_epochs else None
         on = timed_run(run_nightly, settings, cfg)
         on["planted_rate_candidate"] = planted_rate(settings, on["version"], prompts)
         current = AdapterRegistry(settings.adapters_dir).current()
         attack = {"attackers": args.attackers, "questions_each": args.attack_questions,
                   "planted": PLANTED, "flex_probe_prompts": len(prompts),
-                  "day": stats.summary(), "screen_off": off, "screen_on": on,
+                  "day": stats.summary(), "screen_off": off,
+                  "screen_off_strong_training": strong, "screen_on": on,
                   "planted_rate_serving": planted_rate(settings, current, prompts)
                   if current else None}
         logger.info("Attack: %s", json.dumps(attack, ensure_ascii=False))
@@ -376,7 +390,8 @@ def main() -> None:
     print(json.dumps({"days": [{k: d[k] for k in (
         "day", "honest_thumbs_up_rate", "paraphrase_accuracy", "unseen_fact_accuracy")} | {
         "gate": d["nightly"].get("status")} for d in days],
-        "attack": attack and {k: attack[k]["status"] for k in ("screen_off", "screen_on")}},
+        "attack": attack and {k: (attack[k] or {}).get("status") for k in (
+            "screen_off", "screen_off_strong_training", "screen_on")}},
         ensure_ascii=False))
 
 
