@@ -106,3 +106,17 @@ def test_lies_and_rejected_corrections_teach_nothing(
     services.chat.lessons.forget_cache()
     fake_model.queue("A day pass costs 14 euros.")
     assert services.chat.answer(8, UserInfo(8), Q).evidence == before
+
+
+def test_a_taught_answer_stands_though_the_question_uses_words_the_kb_never_does(
+        services: Services, fake_model: FakeChatModel) -> None:
+    """"Storage" and "space" are nowhere in the knowledge base, which alone would mean "I don't
+    know"; a user taught that the locker sentence answers this question."""
+    lockers_and_passes(services)
+    ask_and_correct(services, fake_model, UserInfo(2), "Lockers are 12 euros a month.")
+    services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=True)
+    assert services.chat.retriever.uncovered(Q, "en")  # words the KB never uses
+    fake_model.queue("A locker costs 12 euros per month.")
+    after = services.chat.answer(3, UserInfo(3), Q)
+    assert after.evidence and after.evidence[0].text == LOCKER
+    assert after.text == LOCKER

@@ -219,7 +219,8 @@ class ChatService:
         the question names something the knowledge base never mentions.
 
         A sentence that backs what users `taught` for this question comes first, whatever its
-        score: users said it answers this."""
+        score and whatever words of the question the knowledge base never uses ("allowance"
+        for a sentence saying "pages for free each month"): users said it answers this."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing = asked_thing(question)
         fitting = [e for e in evidence if answers_kind(question, e.text) and (
@@ -235,10 +236,10 @@ class ChatService:
         else:
             if not fitting or fitting[0].score < self.limits.min_support:
                 return []
-        asked = f"{context} {question}" if context else question
-        if self.limits.abstain_on_unknown_terms and not self.rephrases(
-                asked, self.retriever.uncovered(asked, language), fitting[0]):
-            return []
+            asked = f"{context} {question}" if context else question
+            if self.limits.abstain_on_unknown_terms and not self.rephrases(
+                    asked, self.retriever.uncovered(asked, language), fitting[0]):
+                return []
         return (fitting + [e for e in evidence if e not in fitting])[: self.limits.evidence_k]
 
     @staticmethod
