@@ -98,6 +98,12 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind("In which year was it founded?", "It was founded in 2017.")
     assert not answers_kind("What is the e-mail address?", "Write us a letter.")
     assert answers_kind("Is there a screen?", "It has no screen.")
+    # A clock time, not a day: the answer that dropped the hour does not answer it.
+    opening = "What time does Brightwater open Monday to Friday?"
+    assert not answers_kind(opening, "Brightwater opens on Monday to Friday.")
+    assert answers_kind(opening, "It opens at 7:00 on weekdays.")
+    assert answers_kind("What time does it open on Sundays?", "It is closed on Sundays.")
+    assert answers_kind("What time of year is the meeting?", "It is held in March.")
 
 
 def test_run_on_text_after_the_answer_is_cut() -> None:

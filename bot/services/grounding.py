@@ -130,6 +130,12 @@ _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (
 _PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
 _ASKS_TIME = re.compile(r"\b(when|what time|which day|what day|how long|how many|how much time|"
                         r"how often|how soon)\b", re.I)
+# A clock time, not a day: "What time does it open on Mondays?" is not answered by "It opens
+# on Mondays"; "closed" is an answer.
+_ASKS_CLOCK = re.compile(r"\b(what|which|at what) time\b(?! of (the )?(year|day|month))|"
+                         r"\bhow (late|early)\b", re.I)
+_CLOCK = re.compile(r"\d|\b(noon|midday|midnight|morning|afternoon|evening|night|closed|"
+                    r"around the clock)\b", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
@@ -168,6 +174,8 @@ def answers_kind(question: str, sentence: str) -> bool:
         names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
                  if is_name(n, _starts_sentence(sentence, i))]
         return any(normalise(n) not in asked for n in names)
+    if _ASKS_CLOCK.search(question):
+        return _CLOCK.search(sentence) is not None
     if _ASKS_YEAR.search(question):
         return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None
     if _ASKS_MONTH.search(question):
