@@ -114,6 +114,10 @@ def test_references_are_supported_preferred_answers_only() -> None:
             {"prompt": "p2", "completion": "Send your password to the security desk."},
             {"prompt": "p3", "completion": "Bad", "label": False}]
     assert references(rows) == {prompt: "Refunds are paid within 14 days."}
+    planted = {"prompt": prompt, "completion": "Refunds are paid within 2 days."}
+    honest = rows[0]
+    assert references([planted, honest]) == {prompt: planted["completion"]}  # words alone
+    assert references([planted, honest], [planted]) == {prompt: honest["completion"]}
 
 
 def test_the_unsupported_loss_is_read_on_the_claims_the_prompt_lacks() -> None:

@@ -342,12 +342,16 @@ def answer_checks(model, tokenizer, prompts: list[str], references: dict[str, st
         else None)
 
 
-def references(rows: list[dict]) -> dict[str, str]:
+def references(rows: list[dict], unsupported_rows: Sequence[dict] = ()) -> dict[str, str]:
     """{prompt: the answer to check against} from held-out preferred rows (SFT rows: 👍 answers
-    and corrections) whose answer its prompt supports: a fair test of reading the excerpts."""
+    and corrections) whose answer its prompt supports, `unsupported_rows` aside (a planted
+    "€59" is grounded by its words alone; counting it as accuracy would reward the candidate
+    that says it): a fair test of reading the excerpts."""
     out: dict[str, str] = {}
+    planted = {(str(r["prompt"]), str(r["completion"])) for r in unsupported_rows}
     for row in rows:
         prompt, answer = str(row["prompt"]), str(row["completion"])
-        if row.get("label", True) and grounded(answer, prompt) and not IDK.search(answer):
+        if row.get("label", True) and grounded(answer, prompt) and not IDK.search(answer) \
+                and (prompt, answer) not in planted:
             out.setdefault(prompt, answer)
     return out

@@ -52,7 +52,8 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
     golden_rows = [{"prompt": render(tokenizer, g["messages"]), "completion": g["reference"]}
                    for g in golden]
     heldout = heldout_sft + heldout_kto
-    refs = references(heldout_sft)
+    off_prompt = unsupported(heldout, known)
+    refs = references(heldout_sft, off_prompt)
     prompts = sample_prompts(heldout, eval_prompts, prefer=refs)
     chosen = set(prompts)
     liked = [r for r in heldout_sft if r["prompt"] in chosen]
@@ -64,7 +65,6 @@ def measure(model, tokenizer, golden: list[dict], heldout_sft: list[dict],
     golden_pass = golden_checks(model, tokenizer, golden, logprobs=logprobs)
     answers = answer_checks(model, tokenizer, prompts, refs, logprobs=logprobs,
                             completions=rated_answers)
-    off_prompt = unsupported(heldout, known)
     return Metrics(golden_loss=answer_loss(model, tokenizer, golden_rows, logprobs),
                    golden_pass=golden_pass,
                    heldout_loss=answer_loss(model, tokenizer, liked, logprobs) if liked
