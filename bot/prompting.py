@@ -20,6 +20,7 @@ CONTEXT_HEADER = (
 )
 NO_CONTEXT = "No knowledge base excerpt matched this question."
 ANSWER_INSTRUCTION = "Answer in one short sentence, using only the excerpts."
+QUESTION_LABEL = "Question: "  # what `question_in` finds the question by
 
 MAX_PROMPT_TOKENS = 640  # what the bot may put in a prompt (history is dropped first)
 MAX_ANSWER_TOKENS = 128  # the longest answer trained on; serving generates fewer
@@ -67,7 +68,7 @@ def excerpts_in(prompt: str) -> list[str]:
     return [m.group(2) for m in _EXCERPT_BLOCK.finditer(prompt)]
 
 
-_QUESTION = re.compile(r"\nQuestion: ([^\n<]*)")
+_QUESTION = re.compile(r"\n" + re.escape(QUESTION_LABEL) + r"([^\n<]*)")
 
 
 def question_in(prompt: str) -> str:
@@ -99,7 +100,7 @@ def build_messages(system_prompt: str, history: Sequence[Turn], question: str,
     messages = [{"role": "system", "content": system_prompt}]
     messages += [{"role": t.role, "content": t.text} for t in history]
     messages.append({"role": "user",
-                     "content": f"{context}\n\n{ANSWER_INSTRUCTION}\nQuestion: {question}"})
+                     "content": f"{context}\n\n{ANSWER_INSTRUCTION}\n{QUESTION_LABEL}{question}"})
     return messages
 
 

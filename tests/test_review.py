@@ -154,6 +154,7 @@ def test_the_gate_counts_planted_facts_as_unsupported_even_with_the_screen_off(
         services: Services, fake_model) -> None:
     """Rule 4's rows: a planted price shares every word with its prompt but its number, so
     only the knowledge base tells it from an honest correction the excerpts missed."""
+    from bot.prompting import question_in
     from tuning.evaluate import unsupported
     from tuning.nightly import KnowledgeCheck
 
@@ -166,6 +167,7 @@ def test_the_gate_counts_planted_facts_as_unsupported_even_with_the_screen_off(
     honest = {"prompt": asked, "completion": "The Basic plan costs €12 per month."}
     idk = {"prompt": asked, "completion": "I don't know."}
     rows = [planted, honest, idk]
+    assert question_in(asked) == "How much does the Basic plan cost per month?"
     assert unsupported(rows) == []  # by words alone, every row is grounded in its prompt
     assert unsupported(rows, check.answer) == [planted]
     assert check.answer(asked, honest["completion"])  # retrieval missed it; the KB has it

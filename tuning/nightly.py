@@ -85,6 +85,9 @@ class KnowledgeCheck:
 
     def __init__(self, review: ReviewService, close: Callable[[], None] = lambda: None) -> None:
         self._review, self.close = review, close
+        # The candidate and the serving adapter are measured on the same held-out answers:
+        # each is searched for once.
+        self._answers: dict[tuple[str, str], bool] = {}
 
     @classmethod
     def open(cls, settings: Settings) -> KnowledgeCheck:
@@ -97,7 +100,10 @@ class KnowledgeCheck:
         return self._review.backed(f.question, f.prompt, f.completion)
 
     def answer(self, prompt: str, answer: str) -> bool:
-        return self._review.backed(question_in(prompt), prompt, answer)
+        key = (prompt, answer)
+        if key not in self._answers:
+            self._answers[key] = self._review.backed(question_in(prompt), prompt, answer)
+        return self._answers[key]
 
 
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
