@@ -89,7 +89,7 @@ bench-soak: $(STAMP)
 	$(BIN)/python bench/soak/run.py $(ARGS)
 
 bench-nightly: $(STAMP)
-	$(BIN)/python bench/nightly/run.py $(ARGS)
+	$(BIN)/python bench/nightly/run.py --epochs 1 --eval-every 20 $(ARGS)  # later flags win
 
 bench-learning-loop: $(STAMP)
 	$(BIN)/python bench/learning_loop/run.py $(ARGS)

@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.learning_loop.run import PROBES, QUESTIONS  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.model import resolve_base_model  # noqa: E402
 from bot.prompting import build_messages, render  # noqa: E402
@@ -43,6 +42,35 @@ from tuning.config import parse_config  # noqa: E402
 
 FRAMES = ["{q}", "Hi! {q}", "Quick question: {q}", "{q} Thanks!", "Sorry if this is obvious: {q}",
           "{q} I couldn't find it.", "Hello, {q}", "One more thing: {q}"]
+# What users ask about the sample knowledge base (the product's own documentation). They were
+# the learning-loop benchmark's before it moved to its own knowledge base; kept here so that this
+# benchmark's workload stays the one its recorded figures were measured on.
+QUESTIONS = [
+    "How do I start a new conversation?", "How do I rate an answer?",
+    "Can I change my vote later?", "Which vote counts if I press both buttons?",
+    "Does the bot answer in group chats?", "How do I get the bot to answer in a group?",
+    "What do /start and /help do?", "What happens after /reset?",
+    "Who can add documents to the knowledge base?", "How do I become an admin?",
+    "How do I add a file from the command line?", "How do I delete a document?",
+    "How can I see which passages match a question?", "How do I list the documents?",
+    "What happens if I add the same file twice?", "Where are the documents stored?",
+    "How do I rebuild the search index?", "What is the source of truth for documents?",
+    "What does the assistant store about me?", "Why does it keep my messages?",
+    "Are my chats added to the knowledge base?", "Do my conversations leave the server?",
+    "What is in the data directory?", "Where are the trained adapters kept?",
+    "How does the assistant learn?", "What happens to the ratings every night?",
+    "Can the bot get worse after retraining?", "When is a new adapter promoted?",
+    "Which language model does the assistant use?", "Does it need a GPU?",
+    "Does any data leave the machine?", "What does every answer end with?",
+]
+PROBES = [  # more of the same, phrased differently
+    "How can I reset the conversation?", "Is it possible to undo my thumbs down?",
+    "Will the bot reply in a group if nobody mentions it?", "Who is allowed to curate knowledge?",
+    "Which command removes a document?", "Is my data shared with anyone?",
+    "How is the model improved over time?", "What model runs the bot?",
+    "Where does the SQLite file live?", "How do I search the knowledge base from the CLI?",
+    "What are the buttons under an answer for?", "Can the search index be rebuilt?",
+]
 DETAILS = ["", " I'm new here.", " Asking for a colleague.", " It's urgent."]
 VAGUE = ["It depends on your settings, so please check with your administrator.",
          "I think you can find that somewhere in the app menus.",
