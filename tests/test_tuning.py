@@ -94,7 +94,7 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
                               .order_by(Rating.id)).all()
     Store(db).add_correction(downvoted[1], 100, "Refunds take fourteen days.")  # about refunds
     Store(db).add_correction(downvoted[5], 101, "Refunds take one hour at the kiosk.")
-    outcome = run_nightly(settings, tiny())
+    outcome = run_nightly(settings, tiny(preference="dpo", preference_learning_rate=1e-3))
     assert outcome.status in ("promoted", "rejected") and outcome.version == "v0001"
     registry = AdapterRegistry(settings.adapters_dir)
     assert registry.current() == ("v0001" if outcome.status == "promoted" else None)
@@ -110,8 +110,14 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
                                              "unsupported_loss", "answer_accuracy"}
     assert 0.0 <= run.metrics["candidate"]["answer_accuracy"] <= 1.0  # references were held out
     assert 0.0 <= run.metrics["candidate"]["grounded"] <= 1.0
-    assert set(run.metrics["stage_seconds"]) == {"data", "train", "evaluate_candidate",
-                                                 "evaluate_serving"}
+    assert set(run.metrics["stage_seconds"]) == {"data", "train", "preference",
+                                                 "evaluate_candidate", "evaluate_serving"}
+    # The preference step trained on pairs of tonight's training split (a liked and a
+    # disliked answer to one prompt) and is recorded with the adapter.
+    preference = registry.meta("v0001")["preference"]
+    assert preference["objective"] == "dpo" and preference["steps"] > 0
+    assert 0 < run.sizes["preference"] == preference["examples"] <= 49 // 2
+    assert not (registry.path("v0001") / "ref").exists()  # TRL's reference copy not saved
     assert run.metrics["stage_seconds"]["train"] > 0 and run.metrics["peak_rss_mb"] > 100
     assert run.decision["reasons"]
     report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"

@@ -54,6 +54,20 @@ class TrainingConfig:
                 "once per batch when it is at least this many tokens (0: never)"})
     max_val_rows: int = field(default=32, metadata={
         "help": "Validation rows checked every --eval-every steps (0: all)"})
+    preference: str = field(default="off", metadata={
+        "help": "Nightly, after SFT (LoRA): a preference objective from TRL on the ratings: "
+                "dpo (a correction or 👍 answer against a 👎 one, same prompt), kto (every "
+                "rated answer), off",
+        "choices": ["off", "dpo", "kto"]})
+    preference_learning_rate: float = field(default=2e-3, metadata={
+        "help": "Peak learning rate of the preference step (its loss is scaled by beta: a "
+                "night's few pairs need a rate well above SFT's)"})
+    preference_epochs: float = field(default=1.0, metadata={
+        "help": "Passes of the preference step over its examples"})
+    preference_beta: float = field(default=0.1, metadata={
+        "help": "DPO/KTO beta: higher keeps the adapter closer to where SFT left it"})
+    preference_max_examples: int = field(default=64, metadata={
+        "help": "Most pairs (DPO) or rated answers (KTO) one night trains on (0: all)"})
     seed: int = field(default=42, metadata={"help": "Seed for splits, init and shuffling"})
     eval_every: int = field(default=10, metadata={"help": "Evaluate on validation every N steps"})
     patience: int = field(default=3, metadata={

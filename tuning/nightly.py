@@ -108,6 +108,7 @@ class KnowledgeCheck:
 
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dataset, train a candidate, evaluate, gate, promote; all recorded."""
+    from tuning.preference import train_preference
     from tuning.train import load_for_training, train
 
     with tuning_run(settings, cfg, "nightly") as run, \
@@ -128,7 +129,8 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
                             f"(need {cfg.min_rows}).")
         sft_train, sft_val, sft_test = split_rows(data.sft, cfg.val_fraction, cfg.test_fraction,
                                                   cfg.seed)
-        _, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        kto_train, kto_val, kto_test = split_rows(data.kto, cfg.val_fraction,
+                                                  cfg.test_fraction, cfg.seed)
         heldout_kto = kto_val + kto_test
         run.sizes.update(train=len(sft_train), val=len(sft_val), test=len(sft_test),
                          heldout_kto=len(heldout_kto))
@@ -139,6 +141,14 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
             model, tokenizer = load_for_training(base_path, serving_path, cfg)
             result = train(model, tokenizer, sft_train, sft_val or sft_test, cfg,
                            settings.data_dir / "tuning" / "checkpoints" / "nightly", run.staging)
+        meta: dict = {"dataset_hash": data.digest()}
+        with run.timed("preference"):
+            preferred = train_preference(model, tokenizer, kto_train, cfg,
+                                         settings.data_dir / "tuning" / "checkpoints" / "pref")
+        if preferred is not None:
+            model.save_pretrained(str(run.staging))
+            meta["preference"] = preferred.summary()
+            run.sizes["preference"] = preferred.examples
         model = merged(model).eval()  # saved already; measured as it will serve
         golden = load_golden()
         with run.timed("evaluate_candidate"):
@@ -147,8 +157,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         with run.timed("evaluate_serving"):
             serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
                               heldout_kto, cfg.eval_prompts, knowledge.answer)
-        return run.conclude("nightly", candidate, serving, result,
-                            {"dataset_hash": data.digest()},
+        return run.conclude("nightly", candidate, serving, result, meta,
                             dataset_hash=data.digest(), data_until=data.until)
 
 
