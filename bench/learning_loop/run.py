@@ -225,8 +225,11 @@ def timed_run(run, settings: Settings, cfg: TuneConfig) -> dict:  # type: ignore
     """One tuning run (`run_nightly` or `run_dialog`), summarised with its wall time."""
     started = time.monotonic()
     outcome = run(settings, cfg)
+    meta = AdapterRegistry(settings.adapters_dir).meta(outcome.version) if outcome.version \
+        else {}
     return {"status": outcome.status, "version": outcome.version, "reasons": outcome.reasons,
-            "seconds": round(time.monotonic() - started, 1)}
+            "seconds": round(time.monotonic() - started, 1),
+            "preference": meta.get("preference")}
 
 
 def stored_prompts(services: Services, message_ids: list[int]) -> list[str]:
@@ -309,6 +312,9 @@ def main() -> None:
     parser.add_argument("--strong-epochs", type=float, default=8.0,
                         help="The attack night once more, screen off, with this many epochs "
                         "(0: skip)")
+    parser.add_argument("--preference", choices=["off", "dpo", "kto"],
+                        default=TuneConfig.preference, help="The nightly preference step")
+    parser.add_argument("--preference-lr", type=float, default=TuneConfig.preference_learning_rate)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start-from-dialog", action="store_true",
                         help="Run `tune dialog` first, as an operator would, so day 0 is served by "
@@ -327,7 +333,8 @@ def main() -> None:
                         generation_timeout_s=600,
                         model_cache_dir=Path(os.environ.get("MODEL_CACHE_DIR",
                                                             ROOT / ".cache" / "models")))
-    cfg = TuneConfig(epochs=args.epochs, eval_every=5, patience=2, min_rows=10, seed=args.seed)
+    cfg = TuneConfig(epochs=args.epochs, eval_every=5, patience=2, min_rows=10, seed=args.seed,
+                     preference=args.preference, preference_learning_rate=args.preference_lr)
     services = build_services(settings, seed=False)
     for path in corpus(data_dir / "corpus"):
         services.knowledge.add_file(path, actor="bench")
