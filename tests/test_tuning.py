@@ -77,6 +77,30 @@ def test_lora_training_changes_adapter_weights_not_base_weights(tmp_path: Path) 
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
 
 
+def test_bfloat16_training_on_cpu_keeps_the_adapter_in_float32(tmp_path: Path) -> None:
+    """`--bf16 on` on a CPU: the frozen base in bfloat16, the adapter trained in float32, the
+    losses those of float32 training to a bfloat16 rounding."""
+    from tuning.train import load_for_training, train
+
+    base_path = Path(resolve_base_model("", MODEL_CACHE))
+    rows = [{"prompt": f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+             "completion": good} for _, _, q, good in FACTS] * 2
+    losses = {}
+    for bf16 in ("on", "off"):
+        cfg = tiny(bf16=bf16, max_steps=2)
+        model, tok = load_for_training(base_path, None, cfg)
+        dtypes = {(("lora_" in n), p.dtype) for n, p in model.named_parameters()}
+        if bf16 == "on":
+            assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+        else:
+            assert dtypes == {(True, torch.float32), (False, torch.float32)}
+        out = tmp_path / f"out-{bf16}"
+        result = train(model, tok, rows, [], cfg, tmp_path / f"ckpt-{bf16}", out)
+        losses[bf16] = [h["loss"] for h in result.log_history if "loss" in h]
+    assert losses["on"] == pytest.approx(losses["off"], abs=0.05)
+    assert losses["on"] != losses["off"]  # it did compute in bfloat16
+
+
 @pytest.mark.e2e
 def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, monkeypatch,
                                                              backend) -> None:
@@ -119,6 +143,9 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
     assert 0 < run.sizes["preference"] == preference["examples"] <= 49 // 2
     assert not (registry.path("v0001") / "ref").exists()  # TRL's reference copy not saved
     assert run.metrics["stage_seconds"]["train"] > 0 and run.metrics["peak_rss_mb"] > 100
+    peaks = run.metrics["stage_peak_rss_mb"]
+    assert set(peaks) == set(run.metrics["stage_seconds"])
+    assert peaks["data"] <= peaks["train"] <= run.metrics["peak_rss_mb"]
     assert run.decision["reasons"]
     report = settings.data_dir / "tuning" / "reports" / f"run-{run.id:04d}"
     assert (report / "loss.png").stat().st_size > 1000

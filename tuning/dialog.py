@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import load_model, merged, resolve_base_model
+from bot.model import load_model, resolve_base_model
 from bot.prompting import build_messages, render
 from bot.storage.store import Store, Turn
 from knowledge.chunking import chunk_text
@@ -32,7 +32,7 @@ from tuning.config import TuneConfig
 from tuning.dataset import split_rows
 from tuning.evaluate import load_golden
 from tuning.nightly import measure
-from tuning.runs import RunOutcome, tuning_run
+from tuning.runs import RunOutcome, release_memory, tuning_run
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,12 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         run.staging = run.registry.staging_dir()
         result = train(model, tokenizer, train_rows, val_rows, cfg,
                        settings.data_dir / "tuning" / "checkpoints" / "dialog", run.staging)
-        model = merged(model).eval()  # saved already; measured as it will serve
+        # Measured as it will serve: the saved adapter on the float32 base, merged (the training
+        # copy goes first: one model in memory at a time; on a CPU with bfloat16 its base
+        # weights were rounded).
+        del model
+        release_memory()
+        model = load_model(base_path, run.staging)
         golden = load_golden()
         tuned = measure(model, tokenizer, golden, test_rows, [])
         base = measure(load_model(base_path), tokenizer, golden, test_rows, [])

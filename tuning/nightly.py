@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 from bot.config import Settings
-from bot.model import load_model, merged, resolve_base_model
+from bot.model import load_model, resolve_base_model
 from bot.prompting import question_in, render
 from bot.services.review import ReviewService
 from bot.storage.boosts import BoostStore
@@ -36,7 +36,7 @@ from tuning.evaluate import (
     sample_prompts,
     unsupported,
 )
-from tuning.runs import RunOutcome, tuning_run
+from tuning.runs import RunOutcome, release_memory, tuning_run
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,18 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
             model.save_pretrained(str(run.staging))
             meta["preference"] = preferred.summary()
             run.sizes["preference"] = preferred.examples
-        model = merged(model).eval()  # saved already; measured as it will serve
+        # Measured as it will serve: the saved adapter on the float32 base, merged (the training
+        # copy goes first: one model in memory at a time; on a CPU with bfloat16 its base
+        # weights were rounded).
+        del model
+        release_memory()
+        model = load_model(base_path, run.staging)
         golden = load_golden()
         with run.timed("evaluate_candidate"):
             candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,
                                 cfg.eval_prompts, knowledge.answer)
+        del model  # one model in memory at a time
+        release_memory()
         with run.timed("evaluate_serving"):
             serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
                               heldout_kto, cfg.eval_prompts, knowledge.answer)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bot.storage.training import same_text
 from tuning.config import TuneConfig
-from tuning.train import train_top_layers, use_bf16
+from tuning.train import autocast_bf16, train_top_layers
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def train_preference(model, tokenizer, rows: list[Row], cfg: TuneConfig,
         lr_scheduler_type="cosine", beta=cfg.preference_beta, max_length=cfg.max_length,
         precompute_ref_log_probs=True, gradient_checkpointing=False, save_strategy="no",
         logging_steps=1, report_to=[], seed=cfg.seed, dataloader_num_workers=0,
-        dataloader_pin_memory=False, bf16=use_bf16(cfg.bf16),
+        dataloader_pin_memory=False, bf16=autocast_bf16(cfg),
         use_cpu=not torch.cuda.is_available())
 
     class TopLayers(trainer_class):  # type: ignore[misc, valid-type]

@@ -6,7 +6,9 @@ recorded, concluded (commit, gate, promote, report) and cleaned up after a failu
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import gc
 import logging
 import resource
 import time
@@ -53,6 +55,9 @@ class Run:
     staging: Path | None = None
     sizes: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage
+    # the process's peak memory when each stage ended: the first stage whose figure reaches the
+    # run's peak is the one that set it
+    peaks: dict[str, int] = field(default_factory=dict)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -61,6 +66,7 @@ class Run:
             yield
         finally:
             self.seconds[stage] = round(time.monotonic() - started, 1)
+            self.peaks[stage] = peak_rss_mb()
 
     def record(self, **fields) -> None:
         self.store.update_run(self.id, **fields)
@@ -92,7 +98,7 @@ class Run:
                    "train_seconds": round(result.seconds, 1),
                    "tokens_per_s": round(result.tokens_per_s, 1),
                    "best_val_loss": result.best_val_loss, "stage_seconds": self.seconds,
-                   "peak_rss_mb": peak_rss_mb()}
+                   "peak_rss_mb": peak_rss_mb(), "stage_peak_rss_mb": self.peaks}
         self.record(status=status, candidate_version=version, sizes=self.sizes, metrics=metrics,
                     finished_at=utcnow(),
                     decision={"promote": decision.promote, "reasons": decision.reasons}, **record)
@@ -101,6 +107,17 @@ class Run:
         logger.info("%s run %d: %s %s (%s)", kind, self.id, status, version,
                     "; ".join(decision.reasons))
         return RunOutcome(self.id, status, version, decision.reasons)
+
+
+def release_memory() -> None:
+    """Collect what the last stage left (a trainer's reference cycles) and hand the freed heap
+    back to the system (glibc keeps it otherwise, and the next stage's allocations land on top
+    of it)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def peak_rss_mb() -> int:

@@ -154,13 +154,14 @@ def main() -> None:
         "train_steps": metrics.get("train_steps"), "tokens_per_s": metrics.get("tokens_per_s"),
         "nightly_wall_seconds": round(wall, 1), "stage_seconds": metrics.get("stage_seconds"),
         "peak_rss_mb": metrics.get("peak_rss_mb"),  # the nightly process's peak
+        "stage_peak_rss_mb": metrics.get("stage_peak_rss_mb"),  # that peak when each stage ended
         "candidate": metrics.get("candidate"), "serving": metrics.get("serving"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: result[k] for k in ("sizes", "status", "train_seconds", "tokens_per_s",
                                              "nightly_wall_seconds", "stage_seconds",
-                                             "peak_rss_mb")}))
+                                             "peak_rss_mb", "stage_peak_rss_mb")}))
 
 
 if __name__ == "__main__":

