@@ -102,3 +102,33 @@ def test_a_real_preference_run_prefers_what_users_preferred(tmp_path: Path,
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
     assert list(model.peft_config) == ["default"]  # TRL's reference copy is gone
     assert result.summary()["last"]["loss"] < result.summary()["first"]["loss"]
+
+
+@pytest.mark.slow
+def test_an_sft_weight_adds_the_chosen_answers_likelihood_to_the_dpo_loss(tmp_path: Path) -> None:
+    """`--preference-sft-weight`: the loss is DPO's plus the chosen answers' token loss, so the
+    first step's loss (policy = reference: DPO alone is log 2 there) carries it, and the chosen
+    answer becomes more likely, not only more likely than the rejected one."""
+    import math
+
+    from tuning.train import load_for_training
+
+    good, bad = "The shop opens at nine.", "The shop opens at ten."
+    rows = [r for i in range(2) for r in (rated(f"{P1}{'.' * i}", good, True),
+                                          rated(f"{P1}{'.' * i}", bad, False))]
+    first = {}
+    for weight in (0.0, 1.0):
+        cfg = TuneConfig(preference="dpo", preference_learning_rate=5e-3, preference_epochs=2,
+                         preference_sft_weight=weight, batch_size=2, max_length=256,
+                         train_layers=3)
+        model, tokenizer = load_for_training(Path(resolve_base_model("", MODEL_CACHE)), None,
+                                             cfg)
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+        chosen_before = margin(model, tokenizer, P1, good, "")
+        result = train_preference(model, tokenizer, rows, cfg, tmp_path / f"ckpt-{weight}")
+        assert result is not None
+        first[weight] = result.summary()["first"]["loss"]
+        if weight:
+            assert margin(model, tokenizer, P1, good, "") > chosen_before
+    assert first[0.0] == pytest.approx(math.log(2), abs=0.01)
+    assert first[1.0] > math.log(2) + 0.3

@@ -68,6 +68,10 @@ class TrainingConfig:
         "help": "Passes of the preference step over its examples"})
     preference_beta: float = field(default=0.1, metadata={
         "help": "DPO/KTO beta: higher keeps the adapter closer to where SFT left it"})
+    preference_sft_weight: float = field(default=0.0, metadata={
+        "help": "DPO: weight of a likelihood term on the chosen answers added to the DPO loss "
+                "(RPO; TRL's loss_type ['sigmoid', 'sft']), meant to keep what SFT learned "
+                "while the pairs move the margin (0: plain DPO)"})
     preference_max_examples: int = field(default=64, metadata={
         "help": "Most pairs (DPO) or rated answers (KTO) one night trains on (0: all)"})
     seed: int = field(default=42, metadata={"help": "Seed for splits, init and shuffling"})
