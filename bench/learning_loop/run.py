@@ -315,6 +315,8 @@ def main() -> None:
     parser.add_argument("--preference", choices=["off", "dpo", "kto"],
                         default=TuneConfig.preference, help="The nightly preference step")
     parser.add_argument("--preference-lr", type=float, default=TuneConfig.preference_learning_rate)
+    parser.add_argument("--preference-sft-weight", type=float,
+                        default=TuneConfig.preference_sft_weight)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start-from-dialog", action="store_true",
                         help="Run `tune dialog` first, as an operator would, so day 0 is served by "
@@ -334,7 +336,8 @@ def main() -> None:
                         model_cache_dir=Path(os.environ.get("MODEL_CACHE_DIR",
                                                             ROOT / ".cache" / "models")))
     cfg = TuneConfig(epochs=args.epochs, eval_every=5, patience=2, min_rows=10, seed=args.seed,
-                     preference=args.preference, preference_learning_rate=args.preference_lr)
+                     preference=args.preference, preference_learning_rate=args.preference_lr,
+                     preference_sft_weight=args.preference_sft_weight)
     services = build_services(settings, seed=False)
     for path in corpus(data_dir / "corpus"):
         services.knowledge.add_file(path, actor="bench")
