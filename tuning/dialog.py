@@ -32,7 +32,7 @@ from tuning.config import TuneConfig
 from tuning.dataset import split_rows
 from tuning.evaluate import load_golden
 from tuning.nightly import measure
-from tuning.runs import RunOutcome, release_memory, tuning_run
+from tuning.runs import RunOutcome, tuning_run
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def to_rows(dialog: Dialog, system_prompt: str, render) -> list[dict]:
 
 def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dialog set, train from the base model, evaluate, gate, maybe promote."""
-    from tuning.train import load_for_training, train
+    from tuning.train import as_served, load_for_training, train
 
     with tuning_run(settings, cfg, "dialog") as run:
         store = Store(run.store.db)
@@ -124,12 +124,8 @@ def run_dialog(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         run.staging = run.registry.staging_dir()
         result = train(model, tokenizer, train_rows, val_rows, cfg,
                        settings.data_dir / "tuning" / "checkpoints" / "dialog", run.staging)
-        # Measured as it will serve: the saved adapter on the float32 base, merged (the training
-        # copy goes first: one model in memory at a time; on a CPU with bfloat16 its base
-        # weights were rounded).
-        del model
-        release_memory()
-        model = load_model(base_path, run.staging)
+        del model  # the training copy: see as_served
+        model = as_served(base_path, run.staging)
         golden = load_golden()
         tuned = measure(model, tokenizer, golden, test_rows, [])
         base = measure(load_model(base_path), tokenizer, golden, test_rows, [])

@@ -109,7 +109,7 @@ class KnowledgeCheck:
 def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     """Build the dataset, train a candidate, evaluate, gate, promote; all recorded."""
     from tuning.preference import train_preference
-    from tuning.train import load_for_training, train
+    from tuning.train import as_served, load_for_training, train
 
     with tuning_run(settings, cfg, "nightly") as run, \
             closing(KnowledgeCheck.open(settings)) as knowledge:
@@ -149,12 +149,8 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
             model.save_pretrained(str(run.staging))
             meta["preference"] = preferred.summary()
             run.sizes["preference"] = preferred.examples
-        # Measured as it will serve: the saved adapter on the float32 base, merged (the training
-        # copy goes first: one model in memory at a time; on a CPU with bfloat16 its base
-        # weights were rounded).
-        del model
-        release_memory()
-        model = load_model(base_path, run.staging)
+        del model  # the training copy: see as_served
+        model = as_served(base_path, run.staging)
         golden = load_golden()
         with run.timed("evaluate_candidate"):
             candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,

@@ -19,6 +19,7 @@ from typing import Any
 from bot.model import load_model
 from tuning.config import TuneConfig
 from tuning.dataset import evidence_only
+from tuning.runs import release_memory
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ def _load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig
         logger.info("Serving adapter is another method; starting a fresh %s adapter", cfg.method)
     return get_peft_model(load_model(base_path, dtype=dtype, trainable=True),
                           _peft_config(cfg, tokenizer)), tokenizer
+
+
+def as_served(base_path: Path, adapter_dir: Path):
+    """The adapter saved in `adapter_dir` on the float32 base, merged: the candidate measured
+    as it will serve. Callers drop their training copy first (one model in memory at a time; on
+    a CPU training in bfloat16 its base weights were rounded); what it left is freed here."""
+    release_memory()
+    return load_model(base_path, adapter_dir)
 
 
 def encode(tokenizer, row: dict, max_length: int) -> dict | None:
@@ -181,8 +190,8 @@ def use_bf16(setting: str) -> bool:
     """`--bf16 auto|on|off` → whether training computes in bfloat16 here: `auto` on a GPU that
     has it, never on a CPU. Measured on a 2-core AMX CPU, the 1,000-exchange night (README,
     "One nightly run"): training 267 s in bfloat16 against 298 s in float32, the whole run 6.9
-    against 7.1 min, but peak memory 4.5 GB against 3.3 GB (oneDNN's bfloat16 kernels keep
-    more behind them), past the night's 4 GB; on CPUs without AMX or AVX512-BF16 bfloat16 is
+    against 7.1 min, but peak memory 4.5 GB against 3.3 GB (oneDNN's cache of bfloat16
+    kernels is 0.5 GB of it), past the night's 4 GB; on CPUs without AMX or AVX512-BF16 bfloat16 is
     emulated and several times slower. `--bf16 on` is there for a CPU with memory to spare."""
     import torch
 
@@ -194,8 +203,8 @@ def use_bf16(setting: str) -> bool:
 def bf16_base(cfg: TuneConfig) -> bool:
     """bfloat16 on a CPU (LoRA): the frozen base weights are held in bfloat16 and the adapter
     in float32, with no autocast. Autocast kept float32 weights and cast them at every layer:
-    on a 2-core AMX CPU the 1,000-exchange night's training took 265 s with autocast against
-    267 s with a bfloat16 base, peaking at 4.2 against 3.5 GB in training (6.0 against 4.5 GB
+    on a 2-core AMX CPU the 1,000-exchange night's training took 258 s with autocast against
+    267 s with a bfloat16 base, peaking at 4.2 against 3.5 GB in training (4.7 against 4.5 GB
     in all), with the same gate figures. On a GPU, the Trainer's autocast as usual."""
     import torch
 
