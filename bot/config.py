@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,11 +77,23 @@ class Settings(BaseSettings):
         "two sentences; generation also stops at the end of the answer)."
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    model_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="What the in-process model computes in: auto = bfloat16 on a GPU "
+        "and on a CPU with AMX (prompts are read faster there, see bench/serving), float32 on "
+        "other CPUs, where bfloat16 products are emulated and slow."
+    )
     decode_bf16: bool = Field(
         False, description="Write answers with a bfloat16 copy of the model (half the bytes per "
         "token: 1.3x faster tokens on a 2-core AVX2 CPU, see bench/serving) while the prompt is "
         "read in float32; off by default, as answers then depend on what they are batched with "
         "and one more answer benchmark question went wrong."
+    )
+    decode_int4: Literal["auto", "true", "false"] = Field(
+        "auto", description="Write answers with a copy of the model whose 4-bit weights (the "
+        "packaged Q4_1 model's, exactly) stay 4 bits on torch's int4 kernel: a quarter of the "
+        "bytes per token of bfloat16, faster tokens (see bench/serving). auto = on a CPU with "
+        "AVX512-BF16 or AMX, where the kernel is fast; a model without 4-bit weights is "
+        "unaffected."
     )
     repetition_penalty: float = Field(
         1.0, ge=1.0, le=2.0, description="Above 1 also punishes copying from the excerpts."

@@ -75,7 +75,8 @@ def load_chat_model(settings: Settings) -> ChatModel:
                        no_repeat_ngram_size=settings.no_repeat_ngram_size,
                        max_time=settings.generation_timeout_s,
                        max_batch=settings.generation_workers,
-                       decode_bf16=settings.decode_bf16)
+                       dtype=settings.model_dtype, decode_bf16=settings.decode_bf16,
+                       decode_int4=settings.decode_int4)
 
 
 def _base_tokenizer(settings: Settings) -> Any:

@@ -16,8 +16,12 @@ CHAT = [{"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "Say hello."}]
 
 
-def load(adapters: Path) -> HFChatModel:
-    return HFChatModel("", MODEL_CACHE, adapters, max_new_tokens=12)
+def load(adapters: Path, **options: str) -> HFChatModel:
+    """The model in float32 throughout unless a test says otherwise: the tests below compare
+    answers and logits exactly, which bfloat16 and 4-bit answers (the default on CPUs with
+    AVX512-BF16 or AMX) do not promise."""
+    return HFChatModel("", MODEL_CACHE, adapters, max_new_tokens=12,
+                       **{"dtype": "float32", "decode_int4": "false", **options})
 
 
 def test_packaged_model_generates_and_streams(tmp_path: Path) -> None:
@@ -134,6 +138,40 @@ def test_the_shared_prompt_start_is_read_once_and_changes_no_answer(tmp_path: Pa
     for t in threads:
         t.join()
     assert [batched[i] for i in range(len(chats))] == reference  # [start][pads][row] rows
+
+
+def test_answers_are_written_with_the_packaged_4bit_weights(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from bot.model.int4 import Int4Linear
+
+    adapters = tmp_path / "adapters"
+    model = load(adapters, decode_int4="true")
+    assert model.decoding == "int4" and model.model.dtype == torch.float32
+    # Every layer matrix of the Q4_1 GGUF is exactly 4-bit: 30 layers x 7 matrices.
+    assert sum(isinstance(m, Int4Linear) for m in model.decoder.modules()) == 30 * 7
+    partials: list[str] = []
+    gen = model.generate(CHAT, on_text=partials.append)
+    assert gen.text and gen.new_tokens > 0 and partials[-1].strip() == gen.text
+    # Teacher-forced over the prompt and that answer, it predicts what float32 predicts.
+    ids = model.tokenizer(gen.prompt + gen.text, return_tensors="pt",
+                          add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = model.model(ids).logits.argmax(-1)
+        got = model.decoder(ids).logits.argmax(-1)
+    assert (got == expected).float().mean().item() >= 0.9
+
+    # A promoted adapter merged into q_proj and v_proj: those 60 matrices are no longer 4-bit
+    # and stay bfloat16, the other 150 are packed, and the answer says which adapter wrote it.
+    donor = load(tmp_path / "none")
+    get_peft_model(donor.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False)).save_pretrained(
+        adapters / "v0001")
+    (adapters / "CURRENT").write_text("v0001")
+    assert model.generate(CHAT).adapter_version == "v0001"
+    assert model.decoding == "int4"
+    assert sum(isinstance(m, Int4Linear) for m in model.decoder.modules()) == 30 * 5
+    assert model.decoder.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
 
 
 def test_generation_timeout_keeps_the_answer_so_far(tmp_path: Path) -> None:

@@ -3,7 +3,12 @@
 Rows, one machine, one run, the same prompts (the ones the answer benchmark's questions produce
 through `ChatService`, exactly as the bot builds them) and the same answer length limit:
 
-  * ours: `HFChatModel` as the bot uses it (batching, stop strings, streaming);
+  * ours: `HFChatModel` as the bot uses it (batching, stop strings, streaming), with the
+    dtype and 4-bit answers its `auto` settings pick on this machine;
+  * ours float32: the same runtime in float32 throughout (MODEL_DTYPE=float32,
+    DECODE_INT4=false);
+  * ours before: the runtime of another checkout, e.g. a git worktree at the commit before the
+    serving work (`--before DIR`), with that version's defaults;
   * plain: transformers' `model.generate` on the same weights, one request at a time;
   * llama.cpp: llama-cpp-python on the packaged GGUF, in its own virtual environment
     (`make engine`: `.cache/engines/llamacpp`, built from source once, ~9 minutes on 2 cores);
@@ -18,7 +23,8 @@ Each runtime runs in its own process (so its peak memory is its own) and is meas
 asking at once the total tokens/s and the p95 wait. Results: bench/results/serving.json, one row
 per runtime.
 
-Usage: python bench/serving/run.py [--runtimes ours plain llama.cpp engine "llama.cpp server"]
+Usage: python bench/serving/run.py [--runtimes ours "ours float32" plain llama.cpp engine
+       "llama.cpp server"] [--runtimes ... "ours before" --before DIR]
        [--levels 1 4 8 16]
        [--prompts N] [--label TEXT]
 """
@@ -40,27 +46,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+# The "ours before" worker imports the product from another checkout (--before).
+sys.path.insert(0, os.environ.get("SERVING_CODE", str(ROOT)))
 sys.path.insert(0, str(HERE))
-
-from tests.engine import engine_server, vllm_server  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-serving"
 ENGINES = ROOT / ".cache" / "engines"
 LLAMACPP_VENV = ENGINES / "llamacpp"
 VLLM_VENV = ENGINES / "vllm"
 RESULTS = ROOT / "bench" / "results" / "serving.json"
-RUNTIMES = ["ours", "plain", "llama.cpp", "engine", "llama.cpp server"]
+RUNTIMES = ["ours", "ours float32", "ours before", "plain", "llama.cpp", "engine",
+            "llama.cpp server"]
 SERVED = ("engine", "llama.cpp server")  # measured through the bot's LLM_URL client
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 # -- prompts ---------------------------------------------------------------------------------
@@ -138,13 +135,20 @@ def worker(name: str, spec: dict[str, Any], out: Path, levels: list[int], max_ne
 
     from bot.model import HFChatModel
 
+    # "ours" runs as the bot does on this machine (MODEL_DTYPE and DECODE_INT4 auto); "ours
+    # float32" and "plain" in float32 throughout, the runtime before those choices existed;
+    # "ours before" is another checkout's runtime with its defaults (SERVING_CODE).
+    options = {"ours": {"dtype": "auto", "decode_int4": "auto"}, "ours before": {}}.get(
+        name, {"dtype": "float32", "decode_int4": "false"})
     model = HFChatModel("", ROOT / ".cache" / "models", ROOT / ".cache" / "no-adapters",
-                        max_new_tokens=max_new)
-    if name == "ours":
+                        max_new_tokens=max_new, **options)
+    if name.startswith("ours"):
         def generate(messages, on_token):  # type: ignore[no-untyped-def]
             return model.generate(messages, on_text=lambda _text: on_token()).new_tokens
 
-        run(name, generate, spec["messages"], levels, out)
+        run(name, generate, spec["messages"], levels, out,
+            **({"code": os.environ["SERVING_CODE"]} if name == "ours before" else
+               {"dtype": model.dtype, "decoder": model.decoding}))
         return
 
     import threading
@@ -221,6 +225,8 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="*", default=[1, 4, 8, 16])
     parser.add_argument("--prompts", type=int, default=24, help="prompts for the single-chat part")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="the bot's default")
+    parser.add_argument("--before", type=Path, help="a checkout of the product (a git worktree "
+                        "at an older commit) measured as the row \"ours before\"")
     parser.add_argument("--label", default="", help="name of this run in the results file")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -233,6 +239,11 @@ def main() -> None:
                args.max_new_tokens, args.url)
         return
 
+    from bot.model.local import cpu_flags
+    from tests.engine import engine_server, vllm_server
+
+    if "ours before" in args.runtimes and not args.before:
+        parser.error('the runtime "ours before" needs --before DIR')
     CACHE.mkdir(parents=True, exist_ok=True)
     spec_file = CACHE / "prompts.json"
     print("== Collecting the prompts the answer benchmark gives the model", file=sys.stderr)
@@ -267,7 +278,9 @@ def main() -> None:
                 row = {**json.loads(part.read_text()), "peak_rss_mb": peak_rss_of(server.pid),
                        "runtime": runtime}
         else:
-            subprocess.run(worker_command(name, spec_file, part, args), check=True)
+            env = {**os.environ, "SERVING_CODE": str(args.before.resolve())} \
+                if name == "ours before" else None
+            subprocess.run(worker_command(name, spec_file, part, args), check=True, env=env)
             row = json.loads(part.read_text())
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "concurrency"}), file=sys.stderr)

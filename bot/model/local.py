@@ -27,6 +27,32 @@ from bot.prompting import ChatMessages, render
 logger = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo cannot tell."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def serving_dtype(setting: str, device: str) -> str:
+    """The dtype the in-process model computes in: `setting` unless "auto", which is bfloat16
+    on a GPU and on a CPU with AMX (its tile units multiply bfloat16 matrices: a 281-token
+    prompt read in 0.15 s instead of 0.42 s on two cores), float32 on other CPUs (bfloat16
+    products are emulated there and a prompt is read ~5x slower). On a CPU one token at a time
+    is no faster in bfloat16 (slower on AMX: torch's bfloat16 matrix-vector product does not
+    keep up with float32's); that is what 4-bit answers are for (bot/model/int4.py)."""
+    if setting not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {setting!r}")
+    if setting != "auto":
+        return setting
+    return "bfloat16" if device == "cuda" or "amx_tile" in cpu_flags() else "float32"
 
 
 def packaged_gguf() -> Path:
@@ -155,7 +181,8 @@ class HFChatModel:
                  max_new_tokens: int = 160, temperature: float = 0.0,
                  repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 4,
                  max_time: float | None = None, max_batch: int = 8,
-                 device: str | None = None, decode_bf16: bool = False) -> None:
+                 device: str | None = None, dtype: str = "auto",
+                 decode_bf16: bool = False, decode_int4: str = "auto") -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -163,10 +190,20 @@ class HFChatModel:
         self._torch = torch
         self._base_path = resolve_base_model(base_model, cache_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        # With `decode_bf16` a CPU reads the prompt in float32 and a bfloat16 copy writes the
+        self.dtype = serving_dtype(dtype, self.device)
+        self._dtype = getattr(torch, self.dtype)
+        # With `decode_bf16` a float32 model reads the prompt and a bfloat16 copy writes the
         # answer (see prefix.read_prompt): faster tokens, but answers then depend on the batch.
         self._decode_dtype = torch.bfloat16 if decode_bf16 else self._dtype
+        # With `decode_int4` the copy that writes answers holds the 4-bit weights as 4 bits
+        # (bot/model/int4.py); "auto": on CPUs whose int4 kernel is fast.
+        if decode_int4 not in ("auto", "true", "false"):
+            raise ValueError(f"decode_int4 must be auto, true or false, not {decode_int4!r}")
+        if decode_int4 == "auto":
+            from bot.model.int4 import supported
+
+            decode_int4 = "true" if self.device == "cpu" and supported() else "false"
+        self._int4 = decode_int4 == "true" and self.device == "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(self._base_path)
         # Only this private copy ever pads (left, so every row continues at the end), and only
         # under the model lock: a fast tokenizer whose padding settings change while another
@@ -184,7 +221,7 @@ class HFChatModel:
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
         adapter = current_adapter(adapters_dir)
-        self.model, self.decoder = self._load(adapter)
+        self.model, self.decoder, self.decoding = self._load(adapter)
         self.adapter_version = adapter[0] if adapter else BASE_VERSION
         self._prefix = PrefixCache()  # the prompt start all chats share, read once
         self._broken_version: str | None = None
@@ -198,19 +235,32 @@ class HFChatModel:
         self._pending: list[_Request] = []
         self._pending_lock = threading.Lock()
         self.batches_run = 0
-        logger.info("Chat model %s (adapter %s) ready on %s in %.1f s", self.base_name,
-                    self.adapter_version, self.device, time.monotonic() - started)
+        logger.info("Chat model %s (adapter %s) ready on %s in %.1f s: prompts read in %s, "
+                    "answers written in %s", self.base_name, self.adapter_version, self.device,
+                    time.monotonic() - started, self.dtype, self.decoding)
 
-    def _load(self, adapter: tuple[str, Path] | None) -> tuple[Any, Any]:
-        """A fresh base model, with `adapter` applied when given, and the copy that writes
-        answers (the same model unless it decodes in another dtype)."""
-        model = load_model(self._base_path, adapter[1] if adapter else None, dtype=self._dtype,
-                           device=self.device)
+    def _load(self, adapter: tuple[str, Path] | None) -> tuple[Any, Any, str]:
+        """A fresh base model, with `adapter` applied when given, the copy that writes answers
+        (the same model unless it decodes in another dtype or in 4 bits) and how it writes them
+        ("int4" or the dtype)."""
+        torch = self._torch
+        # 4-bit weights are only recognised as such in float32 (bfloat16 rounds them).
+        model = load_model(self._base_path, adapter[1] if adapter else None,
+                           dtype=torch.float32 if self._int4 else self._dtype, device=self.device)
+        if self._int4:
+            from bot.model.int4 import int4_decoder
+
+            built = int4_decoder(model)
+            if built is None:
+                logger.info("The model has no 4-bit weights; answers are written without them")
+            model = model.to(self._dtype)
+            if built is not None:
+                return model, built[0], "int4"
         if self._decode_dtype == self._dtype:
-            return model, model
+            return model, model, self.dtype
         import copy
 
-        return model, copy.deepcopy(model).to(self._decode_dtype)
+        return model, copy.deepcopy(model).to(self._decode_dtype), "bfloat16"
 
     def _follow_registry(self) -> None:
         """Switch to the adapter `CURRENT` names, if it changed (caller holds the lock, so
@@ -220,7 +270,7 @@ class HFChatModel:
         if version in (self.adapter_version, self._broken_version):
             return
         try:
-            self.model, self.decoder = self._load(adapter)
+            self.model, self.decoder, self.decoding = self._load(adapter)
             self._prefix.clear()
         except Exception:
             logger.exception("Could not load adapter %s; still serving %s", version,
@@ -277,7 +327,7 @@ class HFChatModel:
                 inputs = {k: v.to(self.device) if k != "past_key_values" else v
                           for k, v in inputs.items()}
                 if self.decoder is not self.model:
-                    inputs = read_prompt(self.model, inputs, self._decode_dtype)
+                    inputs = read_prompt(self.model, inputs, self.decoder.dtype)
                 sampling = {"do_sample": True, "temperature": self.temperature} \
                     if self.temperature > 0 else {"do_sample": False}
                 callbacks = [r.on_text for r in batch]
