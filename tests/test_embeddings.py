@@ -39,6 +39,61 @@ def test_onnx_embedder_gives_sentence_transformers_vectors() -> None:
     assert fast.max_tokens == reference.max_tokens == 256
 
 
+def test_bulk_embedder_sends_ingest_sized_batches_to_its_bulk_runtime() -> None:
+    import torch
+
+    from knowledge.embeddings import BULK_MIN, BulkEmbedder
+    from tests.fakes import FakeEmbedder
+
+    class Bulk:  # stands in for sentence-transformers in bfloat16
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def encode(self, texts: list[str], **_options: object) -> torch.Tensor:
+            self.calls.append(len(texts))
+            return torch.full((len(texts), 4), 0.5, dtype=torch.bfloat16) * 1.01
+
+    quick = FakeEmbedder()
+    embedder = BulkEmbedder(quick, Path("unused"))
+    bulk = embedder._bulk = Bulk()
+    few = embedder.embed(["a question"] * (BULK_MIN - 1))
+    assert quick.calls == 1 and bulk.calls == [] and len(few[0]) == quick.dim
+    many = embedder.embed(["a chunk"] * BULK_MIN)
+    assert quick.calls == 1 and bulk.calls == [BULK_MIN] and len(many) == BULK_MIN
+    assert sum(v * v for v in many[0]) == pytest.approx(1.0, abs=1e-6)  # normalised again
+    assert embedder.max_tokens == quick.max_tokens
+    assert embedder.count_tokens("two words") == quick.count_tokens("two words")
+
+
+@pytest.mark.slow
+def test_bulk_embedded_chunks_are_found_by_onnx_embedded_questions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from knowledge import embeddings
+    from knowledge.embeddings import BULK_MIN, BulkEmbedder, OnnxEmbedder, load_embedder
+
+    assert isinstance(load_embedder(None, MODEL_CACHE / "embeddings", bulk="false"),
+                      OnnxEmbedder)
+    monkeypatch.setattr(embeddings, "bfloat16_in_hardware", lambda: False)
+    assert isinstance(load_embedder(None, MODEL_CACHE / "embeddings", bulk="auto"),
+                      OnnxEmbedder)
+    monkeypatch.setattr(embeddings, "bfloat16_in_hardware", lambda: True)
+    embedder = load_embedder(None, MODEL_CACHE / "embeddings", bulk="auto")
+    assert isinstance(embedder, BulkEmbedder)
+    topics = ["refunds take ten days", "shipping to Korea takes a week", "the café opens at 7:30",
+              "parking costs 4 euros an hour", "the printer is on the second floor",
+              "lunch is served at noon", "Wi-Fi password is on the badge", "the gym closes at 22"]
+    chunks = [f"Note {i}: {topics[i % len(topics)]}, item {i}." for i in range(BULK_MIN + 6)]
+    bulk = np.array(embedder.embed(chunks))
+    quick = np.array(embedder.quick.embed(chunks))
+    assert embedder._bulk is not None  # the big batch went to the bulk runtime
+    assert (bulk * quick).sum(axis=1).min() > 0.99
+    questions = np.array(embedder.embed(["When does the café open?", "How much is parking?"]))
+    assert [topics[int(np.argmax(bulk @ q)) % len(topics)] for q in questions] == \
+        [topics[2], topics[3]]
+
+
 def test_batched_add_matches_one_file_at_a_time(services: Services, tmp_path: Path) -> None:
     files = []
     for i in range(6):

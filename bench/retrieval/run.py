@@ -57,7 +57,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+def measure_quality(embedder, tag: str = "") -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
     """{variant: {corpus: metrics}} and the chosen settings."""
     results: dict[str, dict[str, dict]] = {}
     chosen: dict = {}
@@ -65,7 +65,7 @@ def measure_quality(embedder) -> tuple[dict, dict]:  # type: ignore[no-untyped-d
     for name, (pages, qfile, _) in CORPORA.items():
         corpus = quality.load_corpus(name, pages())
         questions = json.loads((HERE / qfile).read_text())
-        cache = quality.VectorCache(CACHE / f"vectors-{name}.npz", embedder)
+        cache = quality.VectorCache(CACHE / f"vectors-{name}{tag}.npz", embedder)
         qvecs = np.array(embedder.embed([q["q"] for q in questions]), dtype=np.float32)
         corpora[name] = (corpus, questions, cache, qvecs)
         print(f"{name}: {len(corpus.pages)} pages, {len(questions)} questions", flush=True)
@@ -125,17 +125,19 @@ def _brief(m: dict) -> str:
 def measure_ingest(pages: list[Path], data_dir: Path) -> dict:
     """The same pages through both ingest paths, each into a fresh knowledge base."""
     out = {}
-    for label, batched in (("one file at a time, sentence-transformers (before)", False),
-                           ("add_files, ONNX Runtime (now)", True)):
+    for label, batched, bulk in (
+            ("one file at a time, sentence-transformers (before)", False, ""),
+            ("add_files, ONNX Runtime", True, "false"),
+            ("add_files, sentence-transformers in bfloat16 (INGEST_BF16=true)", True, "true")):
         # A directory of its own each: Chroma keeps one client per path for the process.
-        path = data_dir / ("now" if batched else "before")
+        path = data_dir / (f"bulk-{bulk}" if batched else "before")
         shutil.rmtree(path, ignore_errors=True)
         settings = Settings(data_dir=path, model_cache_dir=ROOT / ".cache" / "models",
                             _env_file=None)
-        embedder = (load_embedder(None, settings.models_dir / "embeddings") if batched
-                    else SentenceTransformerEmbedder())
+        embedder = (load_embedder(None, settings.models_dir / "embeddings", bulk=bulk)
+                    if batched else SentenceTransformerEmbedder())
+        embedder.embed(["warm up"] * (64 if bulk == "true" else 1))
         services = build_services(settings, with_chat=False, seed=False, embedder=embedder)
-        embedder.embed(["warm up"])
         started = time.perf_counter()
         if batched:
             for _ in services.knowledge.add_files(pages, actor="bench"):
@@ -154,6 +156,7 @@ def measure_ingest(pages: list[Path], data_dir: Path) -> dict:
         services.close()
     rates = [v["chunks_per_s"] for v in out.values()]
     out["speed-up"] = round(rates[1] / rates[0], 2)
+    out["speed-up, bfloat16"] = round(rates[2] / rates[0], 2)
     return out
 
 
@@ -208,6 +211,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
     parser.add_argument("--ingest-pages", type=int, default=60)
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "ingest", "latency"])
+    parser.add_argument("--bulk-quality", action="store_true", help="also measure quality with "
+                        "the chunks embedded in bfloat16 (INGEST_BF16=true), questions on ONNX")
     args = parser.parse_args()
     for name, (pages, _, package) in CORPORA.items():
         if not pages():
@@ -221,6 +226,10 @@ def main() -> None:
     embedder = load_embedder(None, ROOT / ".cache" / "models" / "embeddings")
     if "quality" not in args.skip:
         result["variants"], result["chosen"] = measure_quality(embedder)
+        save()
+    if args.bulk_quality:
+        bulk = load_embedder(None, ROOT / ".cache" / "models" / "embeddings", bulk="true")
+        result["variants_bfloat16_chunks"], _ = measure_quality(bulk, "-bf16")
         save()
     pg_pages = CORPORA["postgresql"][0]()
     if "ingest" not in args.skip:

@@ -239,7 +239,7 @@ def main() -> None:
                args.max_new_tokens, args.url)
         return
 
-    from bot.model.local import cpu_flags
+    from knowledge.cpu import cpu_flags
     from tests.engine import engine_server, vllm_server
 
     if "ours before" in args.runtimes and not args.before:

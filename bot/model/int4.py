@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bot.model.local import cpu_flags
+from knowledge.cpu import cpu_flags
 
 logger = logging.getLogger(__name__)
 

@@ -23,22 +23,12 @@ from bot.adapters import current_adapter
 from bot.model.base import BASE_VERSION, STOP_STRINGS, Generation
 from bot.model.prefix import PrefixCache, read_prompt
 from bot.prompting import ChatMessages, render
+from knowledge.cpu import cpu_flags
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = ("auto", "float32", "bfloat16")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux); empty where /proc/cpuinfo cannot tell."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def serving_dtype(setting: str, device: str) -> str:

@@ -1,0 +1,17 @@
+"""What this machine's CPU can do, for the runtimes that choose a number format by it (the
+embedder's bulk path here, the chat model's dtype and 4-bit answers in bot/model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo cannot tell."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
