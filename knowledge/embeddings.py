@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from knowledge.cpu import bfloat16_in_hardware
+
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 32
@@ -218,13 +220,6 @@ def load_embedder(path: str | Path | None, cache_dir: Path, bulk: str = "false")
 
 
 BULK_MIN = 64  # texts in one call from which a bulk embedder switches runtimes
-
-
-def bfloat16_in_hardware() -> bool:
-    """Whether the CPU multiplies bfloat16 matrices in hardware (AMX tiles)."""
-    from knowledge.cpu import cpu_flags
-
-    return "amx_tile" in cpu_flags()
 
 
 class BulkEmbedder:

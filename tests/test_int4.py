@@ -68,11 +68,10 @@ def test_the_int8_output_layer_is_close_to_the_float_one() -> None:
 
 def test_the_decoder_packs_the_4bit_layers_and_predicts_like_the_model() -> None:
     model = tiny_llama()
-    built = int4.int4_decoder(model)
-    assert built is not None
-    decoder, packed = built
+    decoder = int4.int4_decoder(model)
+    assert decoder is not None
+    packed = sum(isinstance(m, int4.Int4Linear) for m in decoder.modules())
     assert packed == 2 * 7  # q, k, v, o, gate, up, down in both layers
-    assert sum(isinstance(m, int4.Int4Linear) for m in decoder.modules()) == packed
     assert isinstance(decoder.lm_head, int4.Int8Linear)
     assert model.lm_head.weight.dtype == torch.float32  # the original is untouched
     ids = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
@@ -88,9 +87,10 @@ def test_only_unchanged_matrices_are_packed_and_a_model_without_4bit_weights_get
     model = tiny_llama()
     with torch.no_grad():
         model.model.layers[1].self_attn.q_proj.weight[0, 0] += 1e-3  # as a merged adapter
-    built = int4.int4_decoder(model)
-    assert built is not None and built[1] == 2 * 7 - 1
-    q_proj = built[0].model.layers[1].self_attn.q_proj
+    decoder = int4.int4_decoder(model)
+    assert decoder is not None
+    assert sum(isinstance(m, int4.Int4Linear) for m in decoder.modules()) == 2 * 7 - 1
+    q_proj = decoder.model.layers[1].self_attn.q_proj
     assert isinstance(q_proj, torch.nn.Linear) and q_proj.weight.dtype == torch.bfloat16
     assert torch.equal(q_proj.weight.float(),
                        model.model.layers[1].self_attn.q_proj.weight.bfloat16().float())
@@ -105,9 +105,9 @@ def test_only_unchanged_matrices_are_packed_and_a_model_without_4bit_weights_get
 ])
 def test_auto_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, flags: set[str],
                                          device: str, expected: str) -> None:
-    from bot.model import local
+    from knowledge import cpu
 
-    monkeypatch.setattr(local, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: flags)
     assert serving_dtype("auto", device) == expected
     assert serving_dtype("float32", device) == "float32"
     with pytest.raises(ValueError, match="dtype must be one of"):

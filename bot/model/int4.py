@@ -112,10 +112,9 @@ def int8_linear(weight: torch.Tensor) -> Int8Linear:
     return Int8Linear(quantised, scales)
 
 
-def int4_decoder(model: Any) -> tuple[Any, int] | None:
+def int4_decoder(model: Any) -> Any | None:
     """A bfloat16 copy of `model` (a loaded causal LM) whose exactly-4-bit layer matrices are
-    packed and whose output layer is int8, with how many matrices were packed; None when none
-    was (the weights were never 4-bit)."""
+    packed (Int4Linear) and whose output layer is int8; None when no matrix was 4-bit."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear):
         return None
@@ -139,4 +138,4 @@ def int4_decoder(model: Any) -> tuple[Any, int] | None:
         setattr(getattr(decoder.model.layers[index], part_name), name, linear)
     decoder.lm_head = int8_linear(model.lm_head.weight)
     logger.info("Answers are written with %d of %d layer matrices in 4 bits", len(packed), total)
-    return decoder.eval(), len(packed)
+    return decoder.eval()

@@ -23,7 +23,7 @@ from bot.adapters import current_adapter
 from bot.model.base import BASE_VERSION, STOP_STRINGS, Generation
 from bot.model.prefix import PrefixCache, read_prompt
 from bot.prompting import ChatMessages, render
-from knowledge.cpu import cpu_flags
+from knowledge.cpu import bfloat16_in_hardware
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def serving_dtype(setting: str, device: str) -> str:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {setting!r}")
     if setting != "auto":
         return setting
-    return "bfloat16" if device == "cuda" or "amx_tile" in cpu_flags() else "float32"
+    return "bfloat16" if device == "cuda" or bfloat16_in_hardware() else "float32"
 
 
 def packaged_gguf() -> Path:
@@ -240,12 +240,11 @@ class HFChatModel:
         if self._int4:
             from bot.model.int4 import int4_decoder
 
-            built = int4_decoder(model)
-            if built is None:
-                logger.info("The model has no 4-bit weights; answers are written without them")
+            decoder = int4_decoder(model)
             model = model.to(self._dtype)
-            if built is not None:
-                return model, built[0], "int4"
+            if decoder is not None:
+                return model, decoder, "int4"
+            logger.info("The model has no 4-bit weights; answers are written without them")
         if self._decode_dtype == self._dtype:
             return model, model, self.dtype
         import copy
