@@ -133,7 +133,7 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = Field(12, ge=0, description="Questions per user per minute; 0 = off.")
     generation_workers: int = Field(
-        8, ge=1, le=64, description="Answers generated at once, as one batch (see bench/batching)."
+        8, ge=1, le=64, description="Answers written at once: chats in flight on the in-process model."
     )
     queue_max_waiting: int = Field(64, ge=1, description="Questions waiting before new ones are refused.")
     queue_max_per_user: int = Field(2, ge=1, description="Questions one user may have in flight.")

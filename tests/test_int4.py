@@ -1,4 +1,5 @@
-"""Answers written in 4 bits (bot/model/int4.py): exact packing, and only of what is 4-bit."""
+"""Answers written in 4 bits (bot/model/int4.py): exact packing, and only of what is 4-bit
+(the decoder that uses them: tests/test_decoder.py)."""
 
 from __future__ import annotations
 
@@ -64,37 +65,6 @@ def test_the_int8_output_layer_is_close_to_the_float_one() -> None:
     got = int4.int8_linear(weight)(x.bfloat16()).float()
     expected = x @ weight.t()
     assert (got - expected).abs().max() < 0.02 * expected.abs().max()
-
-
-def test_the_decoder_packs_the_4bit_layers_and_predicts_like_the_model() -> None:
-    model = tiny_llama()
-    decoder = int4.int4_decoder(model)
-    assert decoder is not None
-    packed = sum(isinstance(m, int4.Int4Linear) for m in decoder.modules())
-    assert packed == 2 * 7  # q, k, v, o, gate, up, down in both layers
-    assert isinstance(decoder.lm_head, int4.Int8Linear)
-    assert model.lm_head.weight.dtype == torch.float32  # the original is untouched
-    ids = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = model(ids).logits
-        got = decoder(ids).logits.float()
-    agree = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
-    assert agree >= 0.9
-    assert torch.allclose(got.softmax(-1), expected.softmax(-1), atol=0.05)
-
-
-def test_only_unchanged_matrices_are_packed_and_a_model_without_4bit_weights_gets_none() -> None:
-    model = tiny_llama()
-    with torch.no_grad():
-        model.model.layers[1].self_attn.q_proj.weight[0, 0] += 1e-3  # as a merged adapter
-    decoder = int4.int4_decoder(model)
-    assert decoder is not None
-    assert sum(isinstance(m, int4.Int4Linear) for m in decoder.modules()) == 2 * 7 - 1
-    q_proj = decoder.model.layers[1].self_attn.q_proj
-    assert isinstance(q_proj, torch.nn.Linear) and q_proj.weight.dtype == torch.bfloat16
-    assert torch.equal(q_proj.weight.float(),
-                       model.model.layers[1].self_attn.q_proj.weight.bfloat16().float())
-    assert int4.int4_decoder(tiny_llama("random")) is None
 
 
 @pytest.mark.parametrize(("flags", "device", "expected"), [

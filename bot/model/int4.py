@@ -5,22 +5,20 @@ what fetching the weights from memory costs: 538 MB in float32 for the 135M mode
 model is a Q4_1 GGUF: in each group of 32 inputs of a layer's matrix, every weight is
 `min + q * step` with q in 0..15. Those groups are packed again as they were, four bits a
 weight (torch's `_weight_int4pack_mm_for_cpu`, the kernel torchao's int4 weight-only layers
-use), and the answer is written by that copy: about 60 MB of layer weights a token instead of
-425 MB. The tied output layer (the token embeddings, not Q4_1 in the GGUF) becomes int8 with one
-scale per token row (`_weight_int8pack_mm`).
+use), and the decoder that writes answers (bot/model/decoder.py) multiplies with them: about
+60 MB of layer weights a token instead of 425 MB. The tied output layer (the token embeddings,
+not Q4_1 in the GGUF) becomes int8 with one scale per token row (`_weight_int8pack_mm`).
 
 The kernels take bfloat16 activations (with float32 ones the int4 kernel falls back to a slow
-path), so this copy computes in bfloat16, like `DECODE_BF16`: the model that reads the prompt
-hands its cache over in bfloat16 (`prefix.read_prompt`). A matrix that is not exactly 4-bit
-(another BASE_MODEL, or layers a merged LoRA adapter changed) keeps its bfloat16 weights: the
-copy is never a lossy quantisation of weights that were not 4-bit to begin with.
+path), so the decoder then computes in bfloat16: the model that reads the prompt hands its
+cache over in bfloat16 (`prefix.read_prompt`). A matrix that is not exactly 4-bit (another
+BASE_MODEL, or layers a merged LoRA adapter changed) keeps its bfloat16 weights: nothing is a
+lossy quantisation of weights that were not 4-bit to begin with.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from typing import Any
 
 import torch
 
@@ -110,32 +108,3 @@ def int8_linear(weight: torch.Tensor) -> Int8Linear:
     scales = (weight.abs().amax(1) / 127).clamp_min(1e-30)
     quantised = torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8)
     return Int8Linear(quantised, scales)
-
-
-def int4_decoder(model: Any) -> Any | None:
-    """A bfloat16 copy of `model` (a loaded causal LM) whose exactly-4-bit layer matrices are
-    packed (Int4Linear) and whose output layer is int8; None when no matrix was 4-bit."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear):
-        return None
-    packed: dict[tuple[int, str, str], Int4Linear] = {}
-    total = 0
-    for index, layer in enumerate(layers):
-        for part_name, part in layer.named_children():
-            for name, child in part.named_children():
-                if isinstance(child, torch.nn.Linear) and child.bias is None:
-                    total += 1
-                    linear = int4_linear(child.weight)
-                    if linear is not None:
-                        packed[(index, part_name, name)] = linear
-    if not packed:
-        return None
-    # Copied without the matrices being replaced (they would be converted only to be dropped).
-    memo: dict[int, Any] = {id(getattr(getattr(layers[i], part), name).weight): None
-                            for i, part, name in packed}
-    decoder = copy.deepcopy(model, memo).to(torch.bfloat16)
-    for (index, part_name, name), linear in packed.items():
-        setattr(getattr(decoder.model.layers[index], part_name), name, linear)
-    decoder.lm_head = int8_linear(model.lm_head.weight)
-    logger.info("Answers are written with %d of %d layer matrices in 4 bits", len(packed), total)
-    return decoder.eval()

@@ -1,4 +1,8 @@
-"""The in-process runtime: load the base model once, apply the current LoRA adapter, generate.
+"""The in-process runtime: load the base model once, apply the current LoRA adapter, answer.
+
+The model (with the adapter merged) reads prompts; the decoder built from its weights writes
+answers for every chat in flight (bot/model/decoder.py, bot/model/inflight.py), or, for an
+architecture the decoder does not know, the model's own `generate` does, batch by batch.
 
 The packaged SmolLM2 GGUF is dequantised once and cached as safetensors under the model cache
 dir, so only the very first start pays the ~20 s conversion.
@@ -15,12 +19,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.adapters import current_adapter
 from bot.model.base import BASE_VERSION, STOP_STRINGS, Generation
+from bot.model.decoder import Decoder
+from bot.model.inflight import Choosing, InFlight, Request
 from bot.model.prefix import PrefixCache, read_prompt
 from bot.prompting import ChatMessages, render
 from knowledge.cpu import bfloat16_in_hardware
@@ -155,15 +160,6 @@ class _BatchStreamer:
         pass
 
 
-@dataclass
-class _Request:
-    prompt: str
-    on_text: Callable[[str], None] | None
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Generation | None = None
-    error: BaseException | None = None
-
-
 class HFChatModel:
     """A transformers causal LM with an optional LoRA adapter from the registry."""
 
@@ -210,46 +206,55 @@ class HFChatModel:
                                                               STOP_STRINGS)])
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
-        adapter = current_adapter(adapters_dir)
-        self.model, self.decoder, self.decoding = self._load(adapter)
-        self.adapter_version = adapter[0] if adapter else BASE_VERSION
-        self._prefix = PrefixCache()  # the prompt start all chats share, read once
-        self._broken_version: str | None = None
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.repetition_penalty = repetition_penalty
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.max_time = max_time  # generation stops there; the answer so far is kept
         self.max_batch = max_batch
-        self._lock = threading.Lock()  # held while a batch generates
-        self._pending: list[_Request] = []
+        adapter = current_adapter(adapters_dir)
+        self.adapter_version = adapter[0] if adapter else BASE_VERSION
+        self.model, self._flight, self.decoding = self._load(adapter)
+        self._prefix = PrefixCache()  # the prompt start all chats share, read once
+        self._broken_version: str | None = None
+        self._lock = threading.Lock()  # held by the thread that runs the model
+        self._pending: list[Request] = []
         self._pending_lock = threading.Lock()
-        self.batches_run = 0
+        self.batches_run = 0  # generate() batches (models the decoder does not support)
+        self.most_in_flight = 0  # the most chats one decoder step served
         logger.info("Chat model %s (adapter %s) ready on %s in %.1f s: prompts read in %s, "
                     "answers written in %s", self.base_name, self.adapter_version, self.device,
                     time.monotonic() - started, self.dtype, self.decoding)
 
-    def _load(self, adapter: tuple[str, Path] | None) -> tuple[Any, Any, str]:
-        """A fresh base model, with `adapter` applied when given, the copy that writes answers
-        (the same model unless it decodes in another dtype or in 4 bits) and how it writes them
-        ("int4" or the dtype)."""
+    def _load(self, adapter: tuple[str, Path] | None) -> tuple[Any, InFlight | None, str]:
+        """A fresh base model, with `adapter` applied when given (it reads prompts), the chats
+        in flight on a decoder built from it that writes answers (None: the model's own
+        `generate` does, for architectures the decoder does not know) and how it writes them
+        ("int4" or a dtype)."""
         torch = self._torch
         # 4-bit weights are only recognised as such in float32 (bfloat16 rounds them).
         model = load_model(self._base_path, adapter[1] if adapter else None,
                            dtype=torch.float32 if self._int4 else self._dtype, device=self.device)
-        if self._int4:
-            from bot.model.int4 import int4_decoder
-
-            decoder = int4_decoder(model)
-            model = model.to(self._dtype)
-            if decoder is not None:
-                return model, decoder, "int4"
-            logger.info("The model has no 4-bit weights; answers are written without them")
-        if self._decode_dtype == self._dtype:
-            return model, model, self.dtype
-        import copy
-
-        return model, copy.deepcopy(model).to(self._decode_dtype), "bfloat16"
+        decoder = None
+        if Decoder.supports(model):
+            decoder = Decoder(model, dtype=self._decode_dtype, int4=self._int4)
+            if self._int4 and not decoder.packed():
+                logger.info("The model has no 4-bit weights; answers are written without them")
+                decoder = Decoder(model, dtype=self._decode_dtype, int4=False)
+        model = model.to(self._dtype)
+        if decoder is None:
+            return model, None, self.dtype
+        config = model.generation_config
+        end = config.eos_token_id
+        choosing = Choosing(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            top_k=int(config.top_k or 0), repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
+            end_ids=frozenset(end if isinstance(end, list) else [end] if end is not None else []))
+        version = adapter[0] if adapter else BASE_VERSION
+        flight = InFlight(decoder, self._batch_tokenizer, choosing, self.max_batch, version)
+        decoding = "int4" if decoder.packed() else str(decoder.dtype).removeprefix("torch.")
+        return model, flight, decoding
 
     def _follow_registry(self) -> None:
         """Switch to the adapter `CURRENT` names, if it changed (caller holds the lock, so
@@ -259,7 +264,7 @@ class HFChatModel:
         if version in (self.adapter_version, self._broken_version):
             return
         try:
-            self.model, self.decoder, self.decoding = self._load(adapter)
+            self.model, self._flight, self.decoding = self._load(adapter)
             self._prefix.clear()
         except Exception:
             logger.exception("Could not load adapter %s; still serving %s", version,
@@ -280,22 +285,19 @@ class HFChatModel:
                  on_text: Callable[[str], None] | None = None) -> Generation:
         """Answer a chat; blocking, so call it from a worker thread, never the event loop.
 
-        Calls from several threads at once are batched: whichever thread gets the model runs
-        every request waiting at that moment (up to `max_batch`) as one batch. On a CPU that
-        raises throughput several-fold (see bench/batching).
+        Calls from several threads at once share the model: whichever thread holds it writes
+        one token for every chat in flight, lets waiting chats join between tokens (up to
+        `max_batch` at once), and hands the model on once its own answer is done.
         """
-        request = _Request(self.render(messages), on_text)
+        request = Request(self.render(messages), on_text)
         with self._pending_lock:
             self._pending.append(request)
         while not request.done.is_set():
             if not self._lock.acquire(timeout=0.05):
                 continue
             try:
-                with self._pending_lock:
-                    batch = self._pending[: self.max_batch]
-                    del self._pending[: len(batch)]
-                if batch:
-                    self._run_batch(batch)
+                while not request.done.is_set():
+                    self._advance()
             finally:
                 self._lock.release()
         if request.error is not None:
@@ -303,34 +305,105 @@ class HFChatModel:
         assert request.result is not None
         return request.result
 
-    def _run_batch(self, batch: list[_Request]) -> None:
-        """Generate for every request in `batch` together (caller holds the model lock)."""
+    def _advance(self) -> None:
+        """One step of work (caller holds the model lock): a token for every chat in flight,
+        after letting waiting chats join; or, without a decoder, one `generate` batch."""
+        with self._torch.inference_mode():
+            if self._flight is None or not len(self._flight):
+                self._follow_registry()  # only between answers: none is cut short
+            flight = self._flight
+            if flight is None:
+                with self._pending_lock:
+                    batch = self._pending[: self.max_batch]
+                    del self._pending[: len(batch)]
+                if batch:
+                    self._run_batch(batch)
+                return
+            self._admit(flight)
+            if len(flight):
+                self.most_in_flight = max(self.most_in_flight, len(flight))
+                flight.step()
+
+    def _admit(self, flight: InFlight) -> None:
+        """Read the prompts of waiting chats into the flight while it has room, as one batch
+        (reading is arithmetic: eight prompts together take about half as long as one after
+        another); none while a newly promoted adapter waits for the chats in flight to finish
+        on the old one."""
+        room = flight.capacity - len(flight)
+        if room <= 0 or (len(flight) and self._registry_version() != flight.version):
+            return
+        with self._pending_lock:
+            requests = self._pending[:room]
+            del self._pending[: len(requests)]
+        joining: list[tuple[Request, list[int]]] = []
+        for request in requests:
+            ids = self._batch_tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+            if ids:
+                joining.append((request, ids))
+            else:
+                request.fail(ValueError("The prompt is empty"))
+        if not joining:
+            return
         try:
-            with self._torch.inference_mode():
-                self._follow_registry()
-                version = self.adapter_version
-                tokenizer = self._batch_tokenizer
-                rows = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"]
-                        for r in batch]
-                inputs = self._prefix.inputs(self.model, rows, tokenizer.pad_token_id)
-                inputs = {k: v.to(self.device) if k != "past_key_values" else v
-                          for k, v in inputs.items()}
-                if self.decoder is not self.model:
-                    inputs = read_prompt(self.model, inputs, self.decoder.dtype)
-                sampling = {"do_sample": True, "temperature": self.temperature} \
-                    if self.temperature > 0 else {"do_sample": False}
-                callbacks = [r.on_text for r in batch]
-                started = time.monotonic()
-                output = self.decoder.generate(
-                    **inputs, max_new_tokens=self.max_new_tokens,
-                    repetition_penalty=self.repetition_penalty,
-                    no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
-                    pad_token_id=tokenizer.pad_token_id,
-                    stopping_criteria=self._stop,
-                    streamer=_BatchStreamer(tokenizer, callbacks) if any(callbacks) else None,
-                    **sampling,
-                )
-                seconds = time.monotonic() - started
+            caches = self._read_prompts([ids for _, ids in joining], flight.decoder.dtype)
+        except Exception as exc:  # these chats fail; the ones in flight go on
+            for request, _ in joining:
+                request.fail(exc)
+            return
+        for (request, ids), cache in zip(joining, caches, strict=True):
+            flight.join(request, ids, cache)
+
+    def _read_prompts(self, rows: list[list[int]], dtype: Any) -> list[list[tuple[Any, Any]]]:
+        """Each row's key/value cache for all of its tokens but the last (which the decoder
+        feeds), per layer, read as one batch laid out `[shared start][pads][row]`."""
+        torch = self._torch
+        if all(len(row) == 1 for row in rows):
+            return [[] for _ in rows]
+        inputs = self._prefix.inputs(self.model, rows, self._batch_tokenizer.pad_token_id)
+        inputs = {k: v.to(self.device) if k != "past_key_values" else v
+                  for k, v in inputs.items()}
+        read = read_prompt(self.model, inputs, dtype)["past_key_values"]
+        start = len(self._prefix.ids) if "past_key_values" in inputs else 0
+        width = inputs["input_ids"].shape[1] - start
+        caches = []
+        for r, row in enumerate(rows):
+            own = slice(start + width - (len(row) - start), None)  # after this row's pads
+            caches.append([(torch.cat([layer.keys[r:r + 1, :, :start],
+                                       layer.keys[r:r + 1, :, own]], 2),
+                            torch.cat([layer.values[r:r + 1, :, :start],
+                                       layer.values[r:r + 1, :, own]], 2))
+                           for layer in read.layers])
+        return caches
+
+    def _registry_version(self) -> str:
+        adapter = current_adapter(self.adapters_dir)
+        version = adapter[0] if adapter else BASE_VERSION
+        return self.adapter_version if version == self._broken_version else version
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        """Generate for every request in `batch` together with transformers' `generate`
+        (models the decoder does not support; caller holds the model lock)."""
+        try:
+            version = self.adapter_version
+            tokenizer = self._batch_tokenizer
+            rows = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in batch]
+            inputs = self._prefix.inputs(self.model, rows, tokenizer.pad_token_id)
+            inputs = {k: v.to(self.device) if k != "past_key_values" else v
+                      for k, v in inputs.items()}
+            sampling = {"do_sample": True, "temperature": self.temperature} \
+                if self.temperature > 0 else {"do_sample": False}
+            callbacks = [r.on_text for r in batch]
+            started = time.monotonic()
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens,
+                repetition_penalty=self.repetition_penalty,
+                no_repeat_ngram_size=self.no_repeat_ngram_size, max_time=self.max_time,
+                pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=self._stop,
+                streamer=_BatchStreamer(tokenizer, callbacks) if any(callbacks) else None,
+                **sampling,
+            )
+            seconds = time.monotonic() - started
             prompt_len = inputs["input_ids"].shape[1]
             for row, request in enumerate(batch):
                 new = output[row, prompt_len:]

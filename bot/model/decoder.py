@@ -1,0 +1,190 @@
+"""Writing one token for every chat in flight at once: a lean Llama decode step over a cache
+that chats join and leave between tokens (continuous batching).
+
+Why not transformers' `generate`: it runs a batch until its longest answer ends, so a question
+that arrives a moment later waits for the whole batch; and one token goes through ~30 module
+calls a layer, which on two CPU cores costs more than the arithmetic. Here one token of every
+chat in flight is one pass over fused matrices (q/k/v as one, gate/up as one; 4-bit where the
+weights are exactly 4-bit, `bot/model/int4.py`), and the key/value cache holds one row per chat,
+each at its own length: a chat joins with its prompt already read and leaves when its answer
+ends, without waiting for the others.
+
+Only the Llama architecture (SmolLM2 and other Llama-like BASE_MODELs: no biases, plain RoPE);
+`Decoder.supports` says so, and other models answer through `generate` (bot/model/local.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bot.model.int4 import int4_linear, int8_linear
+
+
+class Dense:
+    """A fused matrix kept in the activations' dtype (weights that are not exactly 4-bit)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+
+    def matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        return F.linear(rows, self.weight)
+
+
+def fused(weights: list[torch.Tensor], dtype: torch.dtype, int4: bool) -> Any:
+    """`weights` stacked into one matrix: packed 4-bit when asked and exact, else dense."""
+    weight = torch.cat([w.detach() for w in weights])
+    packed = int4_linear(weight.float()) if int4 else None
+    return packed if packed is not None else Dense(weight.to(dtype))
+
+
+class Layer:
+    def __init__(self, layer: Any, dtype: torch.dtype, int4: bool) -> None:
+        attention, mlp = layer.self_attn, layer.mlp
+        self.attention_norm = layer.input_layernorm.weight.detach().float()
+        self.qkv = fused([attention.q_proj.weight, attention.k_proj.weight,
+                          attention.v_proj.weight], dtype, int4)
+        self.out = fused([attention.o_proj.weight], dtype, int4)
+        self.mlp_norm = layer.post_attention_layernorm.weight.detach().float()
+        self.gate_up = fused([mlp.gate_proj.weight, mlp.up_proj.weight], dtype, int4)
+        self.down = fused([mlp.down_proj.weight], dtype, int4)
+
+    def matrices(self) -> list[Any]:
+        return [self.qkv, self.out, self.gate_up, self.down]
+
+
+class Slots:
+    """The key/value cache of the chats in flight: row r holds chat r's first `lengths[r]`
+    positions, in every layer. Rows stay packed at the front (a leaving chat's row is taken by
+    the last one), and the cache doubles its length when a chat outgrows it."""
+
+    def __init__(self, decoder: Decoder, rows: int, length: int = 512) -> None:
+        self.decoder = decoder
+        shape = (rows, decoder.kv_heads, length, decoder.head_dim)
+        self.keys = [decoder.empty(shape) for _ in decoder.layers]
+        self.values = [decoder.empty(shape) for _ in decoder.layers]
+        self.lengths: list[int] = []
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def _fit(self, length: int) -> None:
+        if length <= self.capacity:
+            return
+        size = self.capacity
+        while size < length:
+            size *= 2
+        for cache in (self.keys, self.values):
+            for i, old in enumerate(cache):
+                new = self.decoder.empty((old.shape[0], old.shape[1], size, old.shape[3]))
+                new[:, :, : old.shape[2]] = old
+                cache[i] = new
+
+    def add(self, cache: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> int:
+        """A new chat's row, from its prompt's cache (per layer, keys and values of shape
+        [1, kv heads, length, head dim]); returns the row."""
+        if len(self.lengths) == self.keys[0].shape[0]:
+            raise RuntimeError("every row is taken")
+        self._fit(length + 1)
+        row = len(self.lengths)
+        for i, (keys, values) in enumerate(cache):
+            self.keys[i][row, :, :length] = keys[0, :, :length]
+            self.values[i][row, :, :length] = values[0, :, :length]
+        self.lengths.append(length)
+        return row
+
+    def remove(self, row: int) -> None:
+        """Free `row`; the last row moves into it."""
+        last = len(self.lengths) - 1
+        if row != last:
+            n = self.lengths[last]
+            for cache in (self.keys, self.values):
+                for layer in cache:
+                    layer[row, :, :n] = layer[last, :, :n]
+            self.lengths[row] = n
+        self.lengths.pop()
+
+
+class Decoder:
+    """The weights that write answers, laid out for `step`."""
+
+    def __init__(self, model: Any, *, dtype: torch.dtype, int4: bool) -> None:
+        config = model.config
+        self.dtype = torch.bfloat16 if int4 else dtype
+        self.device = model.device
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.layers = [Layer(layer, self.dtype, int4) for layer in model.model.layers]
+        self.norm = model.model.norm.weight.detach().float()
+        self.embeddings = model.model.embed_tokens.weight.detach().to(self.dtype)
+        head = model.lm_head.weight
+        self.head = int8_linear(head) if int4 else Dense(head.detach().to(self.dtype))
+        rotary = model.model.rotary_emb
+        self.inv_freq = rotary.inv_freq.detach().float()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """Whether `model` is a Llama this step computes exactly as transformers does."""
+        config = getattr(model, "config", None)
+        rope = getattr(config, "rope_parameters", None) or {}
+        return (getattr(config, "model_type", None) == "llama"
+                and not getattr(config, "attention_bias", True)
+                and not getattr(config, "mlp_bias", True)
+                and rope.get("rope_type", "default") == "default"
+                and getattr(config, "hidden_act", None) == "silu"
+                and isinstance(getattr(model, "lm_head", None), torch.nn.Linear))
+
+    def empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def packed(self) -> int:
+        """How many of the fused matrices are 4-bit (4 a layer: qkv, out, gate/up, down)."""
+        return sum(not isinstance(m, Dense) for layer in self.layers for m in layer.matrices())
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (x.shape[-1],), weight, self.eps).to(self.dtype)
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    def step(self, slots: Slots, tokens: list[int]) -> torch.Tensor:
+        """Feed each row its next token (row r at position `slots.lengths[r]`); the logits of
+        what follows, float32 [rows, vocabulary]. Each row's cache grows by one position."""
+        rows = len(tokens)
+        device = self.device
+        positions = torch.tensor(slots.lengths, device=device)
+        slots._fit(int(positions.max()) + 1)
+        index = torch.arange(rows, device=device)
+        freqs = positions[:, None].float() * self.inv_freq
+        angles = torch.cat((freqs, freqs), -1)
+        cos = (angles.cos() * self.rope_scale).to(self.dtype)[:, None, :]
+        sin = (angles.sin() * self.rope_scale).to(self.dtype)[:, None, :]
+        width = int(positions.max()) + 1
+        mask = None
+        if rows > 1 and min(slots.lengths) + 1 < width:
+            mask = (torch.arange(width, device=device)[None, :]
+                    <= positions[:, None])[:, None, None, :]
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        x = self.embeddings[torch.tensor(tokens, device=device)]
+        for layer, keys, values in zip(self.layers, slots.keys, slots.values, strict=True):
+            qkv = layer.qkv.matmul(self._norm(x, layer.attention_norm))
+            qkv = qkv.view(rows, heads + 2 * kv_heads, dim)
+            qk = self._rotate(qkv[:, : heads + kv_heads], cos, sin)
+            keys[index, :, positions] = qk[:, heads:]
+            values[index, :, positions] = qkv[:, heads + kv_heads:]
+            attended = F.scaled_dot_product_attention(
+                qk[:, :heads, None], keys[:rows, :, :width], values[:rows, :, :width],
+                attn_mask=mask, enable_gqa=True)
+            x = x + layer.out.matmul(attended.reshape(rows, heads * dim))
+            gate_up = layer.gate_up.matmul(self._norm(x, layer.mlp_norm))
+            half = gate_up.shape[-1] // 2
+            x = x + layer.down.matmul(F.silu(gate_up[:, :half]) * gate_up[:, half:])
+        for row in range(rows):
+            slots.lengths[row] += 1
+        return self.head.matmul(self._norm(x, self.norm)).float()
