@@ -4,7 +4,6 @@ transformers, rows joining and leaving between tokens, and how an answer ends.""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from bot.model.decoder import Decoder, Dense, Slots
@@ -78,6 +77,11 @@ def test_only_plain_llamas_are_supported() -> None:
                                         num_hidden_layers=1, num_attention_heads=4,
                                         num_key_value_heads=2))
     assert not Decoder.supports(qwen)  # q/k/v biases, which the step does not add
+    from peft import PromptTuningConfig, get_peft_model
+
+    prompted = get_peft_model(tiny_llama("random"),
+                              PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert not Decoder.supports(prompted)  # its virtual tokens live outside the weights
 
 
 def flight(model: torch.nn.Module, **choosing: object) -> InFlight:
@@ -156,8 +160,7 @@ def test_a_failing_step_fails_every_chat_in_flight() -> None:
         chats.join(request, [4, 5, 6], prompt_cache(model, [4, 5, 6]))
     chats.decoder.step = lambda slots, tokens: (_ for _ in ()).throw(  # type: ignore[method-assign]
         MemoryError("out of memory"))
-    with pytest.raises(MemoryError):
-        chats.step()
+    chats.step()  # logged; each chat's caller gets the error
     assert all(isinstance(r.error, MemoryError) and r.done.is_set() for r in requests)
     assert len(chats) == 0 and not chats.slots.lengths
 

@@ -233,3 +233,22 @@ def test_architectures_the_decoder_does_not_know_answer_through_generate(
     for t in threads:
         t.join()
     assert len(results) == 3 and all(results) and model.batches_run <= 4
+
+
+def test_a_failure_while_writing_reaches_its_callers_and_the_model_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = load(tmp_path / "adapters")
+    assert model._flight is not None
+    decoder = model._flight.decoder
+    real, calls = decoder.step, []
+
+    def flaky(slots, tokens):  # type: ignore[no-untyped-def]
+        calls.append(len(tokens))
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real(slots, tokens)
+
+    monkeypatch.setattr(decoder, "step", flaky)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.generate(CHAT)
+    assert model.generate(CHAT).text and len(model._flight) == 0

@@ -266,4 +266,6 @@ def test_prompt_tuning_runs_through_the_same_pipeline_and_is_served(
     served = HFChatModel("", MODEL_CACHE, settings.adapters_dir, max_new_tokens=8)
     gen = served.generate([{"role": "user", "content": "Hello"}])
     assert gen.adapter_version == outcome.version and gen.text
+    # Its virtual tokens are not weights the decoder could hold: the PEFT model answers.
+    assert served._flight is None and hasattr(served.model, "peft_config")
     db.dispose()

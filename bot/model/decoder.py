@@ -129,7 +129,11 @@ class Decoder:
 
     @staticmethod
     def supports(model: Any) -> bool:
-        """Whether `model` is a Llama this step computes exactly as transformers does."""
+        """Whether `model` is a Llama this step computes exactly as transformers does (a plain
+        model: a PEFT model still wrapped, e.g. with a prompt-tuning adapter's virtual tokens,
+        is not)."""
+        if hasattr(model, "peft_config"):
+            return False
         config = getattr(model, "config", None)
         rope = getattr(config, "rope_parameters", None) or {}
         return (getattr(config, "model_type", None) == "llama"

@@ -98,16 +98,18 @@ class InFlight:
         row.ngrams.setdefault(tuple(ngram[:-1]), set()).add(ngram[-1])
 
     def step(self) -> None:
-        """One token for every row; rows whose answer ended get their result and leave."""
+        """One token for every row; rows whose answer ended get their result and leave. If
+        the model fails, every chat in flight fails with its error (and the flight is empty)."""
         try:
             logits = self.decoder.step(self.slots, [row.next_token for row in self.rows])
             chosen = self._choose(logits)
-        except BaseException as exc:  # every chat in flight must learn of it
+        except Exception as exc:  # every chat in flight must learn of it
+            logger.exception("Writing answers failed")
             for row in self.rows:
                 row.request.fail(exc)
             self.rows.clear()
             self.slots.lengths.clear()
-            raise
+            return
         for index in reversed(range(len(self.rows))):
             row = self.rows[index]
             if self._advance(row, chosen[index]):

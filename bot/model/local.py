@@ -337,11 +337,14 @@ class HFChatModel:
             del self._pending[: len(requests)]
         joining: list[tuple[Request, list[int]]] = []
         for request in requests:
-            ids = self._batch_tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
-            if ids:
-                joining.append((request, ids))
-            else:
-                request.fail(ValueError("The prompt is empty"))
+            try:
+                ids = self._batch_tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError("The prompt is empty")
+            except Exception as exc:
+                request.fail(exc)
+                continue
+            joining.append((request, ids))
         if not joining:
             return
         try:
