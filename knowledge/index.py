@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,9 +33,44 @@ class Hit:
     score: float
 
 
+def import_chromadb() -> Any:
+    """The chromadb package, imported without `overrides`' signature checks.
+
+    chromadb marks ~160 methods `@override`; that decorator checks each method's signature
+    against its base class's while the class is built, a development-time check of chromadb's
+    own code that costs ~0.25 s of every command-line start (a third of chromadb's import).
+    During this import only, `override` just marks the method (as `EnforceOverrides` expects);
+    modules chromadb imports later get the checking decorator again."""
+    if "chromadb" in sys.modules:
+        return sys.modules["chromadb"]
+    try:
+        import overrides
+    except ImportError:  # a chromadb version without it: nothing to skip
+        import chromadb
+
+        return chromadb
+
+    def override(method: Any = None, **_: Any) -> Any:
+        if method is None:
+            return override
+        method.__override__ = True
+        return method
+
+    # chromadb's modules take them from the package: `from overrides import override`.
+    saved = {name: getattr(overrides, name) for name in ("override", "overrides")}
+    for name in saved:
+        setattr(overrides, name, override)
+    try:
+        import chromadb
+    finally:
+        for name, original in saved.items():
+            setattr(overrides, name, original)
+    return chromadb
+
+
 def open_chroma(chroma_url: str, persist_dir: Path) -> Any:
     """A Chroma client: the server at `chroma_url`, or an embedded store in `persist_dir`."""
-    import chromadb
+    chromadb = import_chromadb()
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)

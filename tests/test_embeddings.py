@@ -162,3 +162,25 @@ def test_kb_commands_start_without_torch(tmp_path: Path) -> None:
     rc, modules, out = _imports_after(["kb", "search", "what is the cat called", "--json"], data)
     assert rc == 0 and "Miso" in out
     assert "onnxruntime" in modules and not modules & set(HEAVY)
+
+
+def test_chromadb_is_imported_without_override_checks_which_come_back_after(
+        tmp_path: Path) -> None:
+    code = """
+import sys, overrides
+checking = (overrides.override, overrides.overrides)
+from knowledge.index import import_chromadb, open_chroma
+chromadb = import_chromadb()
+assert (overrides.override, overrides.overrides) == checking
+from chromadb.api.client import Client
+assert Client.get_or_create_collection.__override__  # marked, as EnforceOverrides expects
+from pathlib import Path
+client = open_chroma("", Path(sys.argv[1]))
+collection = client.get_or_create_collection("cats", embedding_function=None)
+collection.add(ids=["a"], embeddings=[[1.0, 0.0]], documents=["the cat"])
+print(collection.query(query_embeddings=[[1.0, 0.0]], n_results=1)["documents"][0][0])
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "chroma")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("the cat")
