@@ -174,3 +174,14 @@ def test_sampling_follows_the_temperature() -> None:
     texts = {r.result.text for r in sampled if r.result}
     assert len(texts) > 1  # hot sampling over 96 tokens: three identical answers would be a bug
     assert greedy[0].result and greedy[1].result and greedy[0].result.text == greedy[1].result.text
+
+
+def test_a_long_prompt_s_room_is_given_back_when_the_flight_empties() -> None:
+    model = tiny_llama("random")
+    chats = flight(model, stop_strings=())
+    long_prompt = [(i % 90) + 3 for i in range(700)]
+    chats.join(Request("long", None), long_prompt, prompt_cache(model, long_prompt))
+    assert chats.slots.capacity == 1024  # doubled from 512 to hold it
+    while len(chats):
+        chats.step()
+    assert chats.slots.capacity == Slots.LENGTH

@@ -60,7 +60,9 @@ class Slots:
     positions, in every layer. Rows stay packed at the front (a leaving chat's row is taken by
     the last one), and the cache doubles its length when a chat outgrows it."""
 
-    def __init__(self, decoder: Decoder, rows: int, length: int = 512) -> None:
+    LENGTH = 512  # positions a row holds at first
+
+    def __init__(self, decoder: Decoder, rows: int, length: int = LENGTH) -> None:
         self.decoder = decoder
         shape = (rows, decoder.kv_heads, length, decoder.head_dim)
         self.keys = [decoder.empty(shape) for _ in decoder.layers]

@@ -108,7 +108,7 @@ class InFlight:
             for row in self.rows:
                 row.request.fail(exc)
             self.rows.clear()
-            self.slots.lengths.clear()
+            self.slots = Slots(self.decoder, self.capacity)
             return
         for index in reversed(range(len(self.rows))):
             row = self.rows[index]
@@ -116,6 +116,8 @@ class InFlight:
                 self._finish(row)
                 self.rows.pop(index)
                 self.slots.remove(index)
+        if not self.rows and self.slots.capacity > Slots.LENGTH:
+            self.slots = Slots(self.decoder, self.capacity)  # a long prompt's room, given back
 
     def _choose(self, logits: torch.Tensor) -> list[int]:
         choosing = self.choosing

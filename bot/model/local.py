@@ -330,7 +330,9 @@ class HFChatModel:
         another); none while a newly promoted adapter waits for the chats in flight to finish
         on the old one."""
         room = flight.capacity - len(flight)
-        if room <= 0 or (len(flight) and self._registry_version() != flight.version):
+        if room <= 0 or not self._pending:
+            return
+        if len(flight) and self._registry_version() != flight.version:
             return
         with self._pending_lock:
             requests = self._pending[:room]
