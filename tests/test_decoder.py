@@ -185,3 +185,26 @@ def test_a_long_prompt_s_room_is_given_back_when_the_flight_empties() -> None:
     while len(chats):
         chats.step()
     assert chats.slots.capacity == Slots.LENGTH
+
+
+def test_weights_in_the_model_s_dtype_are_shared_with_it_not_copied() -> None:
+    model = tiny_llama("random")
+    ids = torch.tensor([[5, 9, 14, 3, 27]])
+    with torch.no_grad():
+        before = model(ids).logits
+    decoder = Decoder(model, dtype=torch.float32, int4=False)
+    attention = model.model.layers[1].self_attn
+    fused = decoder.layers[1].qkv
+    assert isinstance(fused, Dense)
+    assert attention.q_proj.weight.data_ptr() == fused.weight.data_ptr()
+    assert attention.v_proj.weight.untyped_storage().data_ptr() == \
+        fused.weight.untyped_storage().data_ptr()
+    assert model.model.embed_tokens.weight.data_ptr() == decoder.embeddings.data_ptr()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)  # the model computes as it did
+    # In another dtype nothing is shared: the model keeps its own.
+    other = tiny_llama("random")
+    bf16 = Decoder(other, dtype=torch.bfloat16, int4=False)
+    assert other.model.layers[1].self_attn.q_proj.weight.dtype == torch.float32
+    assert other.model.layers[1].self_attn.q_proj.weight.data_ptr() != \
+        bf16.layers[1].qkv.weight.data_ptr()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bot.model.int4 import int4_linear, int8_linear
+from bot.model.int4 import Int8Linear, int4_linear, int8_linear
 
 
 class Dense:
@@ -33,23 +33,40 @@ class Dense:
         return F.linear(rows, self.weight)
 
 
-def fused(weights: list[torch.Tensor], dtype: torch.dtype, int4: bool) -> Any:
-    """`weights` stacked into one matrix: packed 4-bit when asked and exact, else dense."""
-    weight = torch.cat([w.detach() for w in weights])
+def own(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of `weight` that shares nothing with the model: the model's tensors may
+    be slices of the memory-mapped weights file, and holding one keeps the whole mapping
+    resident after the model has moved to another dtype (~540 MB for the 135M model)."""
+    return weight.detach().to(torch.float32, copy=True)
+
+
+def fused(linears: list[Any], dtype: torch.dtype, int4: bool) -> Any:
+    """The weights of `linears` stacked into one matrix: packed 4-bit when asked and exact,
+    else dense. A dense matrix in the model's own dtype is shared with the model, whose
+    matrices become views of it: the model reads prompts with them, and they are held once."""
+    weight = torch.cat([linear.weight.detach() for linear in linears])
     packed = int4_linear(weight.float()) if int4 else None
-    return packed if packed is not None else Dense(weight.to(dtype))
+    if packed is not None:
+        return packed
+    dense = Dense(weight.to(dtype))
+    if dense.weight.dtype == linears[0].weight.dtype:
+        start = 0
+        for linear in linears:
+            end = start + linear.weight.shape[0]
+            linear.weight.data = dense.weight[start:end]
+            start = end
+    return dense
 
 
 class Layer:
     def __init__(self, layer: Any, dtype: torch.dtype, int4: bool) -> None:
         attention, mlp = layer.self_attn, layer.mlp
-        self.attention_norm = layer.input_layernorm.weight.detach().float()
-        self.qkv = fused([attention.q_proj.weight, attention.k_proj.weight,
-                          attention.v_proj.weight], dtype, int4)
-        self.out = fused([attention.o_proj.weight], dtype, int4)
-        self.mlp_norm = layer.post_attention_layernorm.weight.detach().float()
-        self.gate_up = fused([mlp.gate_proj.weight, mlp.up_proj.weight], dtype, int4)
-        self.down = fused([mlp.down_proj.weight], dtype, int4)
+        self.attention_norm = own(layer.input_layernorm.weight)
+        self.qkv = fused([attention.q_proj, attention.k_proj, attention.v_proj], dtype, int4)
+        self.out = fused([attention.o_proj], dtype, int4)
+        self.mlp_norm = own(layer.post_attention_layernorm.weight)
+        self.gate_up = fused([mlp.gate_proj, mlp.up_proj], dtype, int4)
+        self.down = fused([mlp.down_proj], dtype, int4)
 
     def matrices(self) -> list[Any]:
         return [self.qkv, self.out, self.gate_up, self.down]
@@ -111,7 +128,9 @@ class Slots:
 
 
 class Decoder:
-    """The weights that write answers, laid out for `step`."""
+    """The weights that write answers, laid out for `step`. Where they keep the model's dtype
+    they are shared with `model` (its tensors become views of the decoder's), so nothing is
+    held twice; the model is otherwise unchanged."""
 
     def __init__(self, model: Any, *, dtype: torch.dtype, int4: bool) -> None:
         config = model.config
@@ -121,10 +140,20 @@ class Decoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.eps = config.rms_norm_eps
         self.layers = [Layer(layer, self.dtype, int4) for layer in model.model.layers]
-        self.norm = model.model.norm.weight.detach().float()
-        self.embeddings = model.model.embed_tokens.weight.detach().to(self.dtype)
-        head = model.lm_head.weight
-        self.head = int8_linear(head) if int4 else Dense(head.detach().to(self.dtype))
+        self.norm = own(model.model.norm.weight)
+        embeddings, head = model.model.embed_tokens.weight, model.lm_head.weight
+        self.embeddings = embeddings.detach().to(self.dtype, copy=True)
+        self.head: Dense | Int8Linear
+        if int4:
+            self.head = int8_linear(head)
+        elif head is embeddings:  # tied, as in SmolLM2
+            self.head = Dense(self.embeddings)
+        else:
+            self.head = Dense(head.detach().to(self.dtype, copy=True))
+            if self.head.weight.dtype == head.dtype:
+                head.data = self.head.weight
+        if self.embeddings.dtype == embeddings.dtype:
+            embeddings.data = self.embeddings  # shared with the model, as the matrices are
         rotary = model.model.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().float()
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))

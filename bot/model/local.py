@@ -235,6 +235,11 @@ class HFChatModel:
         # 4-bit weights are only recognised as such in float32 (bfloat16 rounds them).
         model = load_model(self._base_path, adapter[1] if adapter else None,
                            dtype=torch.float32 if self._int4 else self._dtype, device=self.device)
+        if not self._int4:  # else the model moves to another dtype below, into memory of its own
+            # transformers maps the weights file; one tensor still pointing into it keeps all of
+            # it resident beside the copies the decoder shares with the model.
+            for tensor in [*model.parameters(), *model.buffers()]:
+                tensor.data = tensor.data.clone()
         decoder = None
         if Decoder.supports(model):
             decoder = Decoder(model, dtype=self._decode_dtype, int4=self._int4)
