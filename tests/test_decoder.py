@@ -208,3 +208,25 @@ def test_weights_in_the_model_s_dtype_are_shared_with_it_not_copied() -> None:
     assert other.model.layers[1].self_attn.q_proj.weight.dtype == torch.float32
     assert other.model.layers[1].self_attn.q_proj.weight.data_ptr() != \
         bf16.layers[1].qkv.weight.data_ptr()
+
+
+def test_chats_joining_at_different_times_each_get_their_own_answer() -> None:
+    model = tiny_llama("random")
+    generator = torch.Generator().manual_seed(9)
+    prompts = [torch.randint(3, 96, (n,), generator=generator).tolist() for n in (7, 5, 9, 6)]
+    chats = flight(model, stop_strings=(), no_repeat_ngram_size=2)
+    requests = []
+    for i, ids in enumerate(prompts):  # each joins two tokens after the one before: the rows
+        request = Request(f"prompt {i}", None)  # leave in another order than they came, from
+        requests.append(request)  # the middle of the cache as well as from its end
+        chats.join(request, ids, prompt_cache(model, ids))
+        for _ in range(2):
+            chats.step()
+    while len(chats):
+        chats.step()
+    for request, ids in zip(requests, prompts, strict=True):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False,
+                                 no_repeat_ngram_size=2, pad_token_id=0)
+        assert request.result is not None
+        assert request.result.text == " ".join(f"w{t}" for t in out[0, len(ids):].tolist())

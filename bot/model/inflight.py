@@ -110,11 +110,14 @@ class InFlight:
             self.rows.clear()
             self.slots = Slots(self.decoder, self.capacity)
             return
+        # Backwards, so a row that leaves is taken by the last one, already advanced, in the
+        # list as in the cache (Slots.remove): row i of both stays the same chat.
         for index in reversed(range(len(self.rows))):
             row = self.rows[index]
             if self._advance(row, chosen[index]):
                 self._finish(row)
-                self.rows.pop(index)
+                self.rows[index] = self.rows[-1]
+                self.rows.pop()
                 self.slots.remove(index)
         if not self.rows and self.slots.capacity > Slots.LENGTH:
             self.slots = Slots(self.decoder, self.capacity)  # a long prompt's room, given back
