@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,29 +224,34 @@ class Coverage:
         self.related_above = related_above    # cosine of two words' embeddings
         self._vectors: dict[str, Any] = {}    # word -> unit vector (numpy), kept across changes
         self._matrix: tuple[set[str], Any] | None = None
+        # Answers are prepared on several threads at once: one rebuilding the matrix (which
+        # forgets words not in the knowledge base) must not drop the words another is using.
+        self._lock = threading.RLock()
 
     def _embed(self, words: list[str]) -> Any:
         import numpy as np
 
-        missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
-        if len(self._vectors) + len(missing) > 100_000:  # questions' words add up; the KB's
-            self._vectors, self._matrix = {}, None       # come back with the next matrix
-        for start in range(0, len(missing), 512):
-            batch = missing[start:start + 512]
-            vectors = np.asarray(self._embedder.embed(batch), dtype=np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
-            self._vectors.update(zip(batch, vectors, strict=True))
-        return np.stack([self._vectors[w] for w in words]) if words else np.zeros((0, 1))
+        with self._lock:
+            missing = [w for w in dict.fromkeys(words) if w not in self._vectors]
+            if len(self._vectors) + len(missing) > 100_000:  # questions' words add up; the
+                self._vectors, self._matrix = {}, None       # KB's come back with the matrix
+            for start in range(0, len(missing), 512):
+                batch = missing[start:start + 512]
+                vectors = np.asarray(self._embedder.embed(batch), dtype=np.float32)
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
+                self._vectors.update(zip(batch, vectors, strict=True))
+            return np.stack([self._vectors[w] for w in words]) if words else np.zeros((0, 1))
 
     def _vocabulary_matrix(self, vocabulary: set[str]) -> Any:
         """The knowledge base's words as one matrix; only new words are embedded. The caller
         hands the same set object until the knowledge base changes (`KnowledgeService`), so
         identity, not a comparison of every word, tells when to rebuild."""
-        if self._matrix is None or self._matrix[0] is not vocabulary:
-            words = sorted(w for w in vocabulary if not w.isdigit())
-            self._matrix = (vocabulary, self._embed(words))
-            self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
-        return self._matrix[1]
+        with self._lock:
+            if self._matrix is None or self._matrix[0] is not vocabulary:
+                words = sorted(w for w in vocabulary if not w.isdigit())
+                self._matrix = (vocabulary, self._embed(words))
+                self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
+            return self._matrix[1]
 
     def related(self, word: str, words: Sequence[str]) -> float:
         """The highest cosine between `word` and any of `words`, by their embeddings."""

@@ -120,3 +120,32 @@ def test_a_taught_answer_stands_though_the_question_uses_words_the_kb_never_does
     after = services.chat.answer(3, UserInfo(3), Q)
     assert after.evidence and after.evidence[0].text == LOCKER
     assert after.text == LOCKER
+
+
+def test_word_coverage_holds_while_another_thread_changes_the_vocabulary() -> None:
+    """Answers are prepared on several threads: one rebuilding the knowledge base's word matrix
+    (which forgets words the knowledge base does not have) must not drop the words another is
+    in the middle of using."""
+    import threading
+
+    from knowledge.evidence import Coverage
+    from tests.fakes import FakeEmbedder
+
+    coverage: Coverage
+
+    class Interrupted(FakeEmbedder):
+        """While embedding "newword", another thread rebuilds the vocabulary (and is given
+        0.3 s to finish: all of it without the lock, none of it with)."""
+
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            if "newword" in texts:
+                curator = threading.Thread(
+                    target=lambda: coverage._vocabulary_matrix({"heating", "desk"}))
+                curator.start()
+                curator.join(0.3)
+            return super().embed(texts)
+
+    coverage = Coverage(Interrupted())  # type: ignore[arg-type]
+    coverage.related("sauna", ["heating"])  # "sauna" cached, and not a knowledge-base word
+    coverage.related("desk", ["heating"])
+    assert coverage.related("desk", ["sauna", "newword"]) >= 0.0  # no KeyError: "sauna"
