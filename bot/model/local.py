@@ -10,6 +10,7 @@ dir, so only the very first start pays the ~20 s conversion.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -198,12 +199,6 @@ class HFChatModel:
         self._batch_tokenizer.padding_side = "left"
         if self._batch_tokenizer.pad_token is None:
             self._batch_tokenizer.pad_token = self._batch_tokenizer.eos_token
-        # Built once: transformers' own per-call `stop_strings` rebuilds a table over the whole
-        # vocabulary on every generate (its cache misses), which cost more than the answer.
-        from transformers import StoppingCriteriaList, StopStringCriteria
-
-        self._stop = StoppingCriteriaList([StopStringCriteria(self._batch_tokenizer,
-                                                              STOP_STRINGS)])
         self.base_name = Path(str(self._base_path)).name
         self.adapters_dir = adapters_dir
         self.max_new_tokens = max_new_tokens
@@ -390,6 +385,15 @@ class HFChatModel:
         version = adapter[0] if adapter else BASE_VERSION
         return self.adapter_version if version == self._broken_version else version
 
+    @functools.cached_property
+    def _stop(self) -> Any:
+        """Stop strings for `generate`, built once and only for models that need it: its own
+        per-call `stop_strings` rebuilds a table over the whole vocabulary on every call (its
+        cache misses), which cost more than the answer."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        return StoppingCriteriaList([StopStringCriteria(self._batch_tokenizer, STOP_STRINGS)])
+
     def _run_batch(self, batch: list[Request]) -> None:
         """Generate for every request in `batch` together with transformers' `generate`
         (models the decoder does not support; caller holds the model lock)."""
@@ -425,7 +429,7 @@ class HFChatModel:
             self.batches_run += 1
         except BaseException as exc:  # every waiting thread must learn of the failure
             for request in batch:
-                request.error = exc
-        finally:
+                request.fail(exc)
+        else:
             for request in batch:
                 request.done.set()
