@@ -18,7 +18,7 @@ def prompt_cache(model: torch.nn.Module, ids: list[int]) -> list[tuple[torch.Ten
 
     cache = DynamicCache()
     with torch.no_grad():
-        model(input_ids=torch.tensor([ids[:-1]]), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.tensor([ids[:-1]]), cache=cache, use_cache=True)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 

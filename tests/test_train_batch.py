@@ -121,7 +121,7 @@ def test_reading_the_shared_start_once_gives_the_same_loss_and_gradients(tokeniz
         batch = AnswerOnlyCollator(tokenizer.eos_token_id, share_prefix=share)(features)
         prefix = batch.pop("prefix_ids", None)
         if prefix is not None:
-            batch["past_key_values"] = read_prefix(model, prefix, len(features))
+            batch["cache"] = read_prefix(model, prefix, len(features))
         loss = model(**batch).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

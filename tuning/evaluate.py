@@ -66,13 +66,13 @@ class LogProbs:
     def read_along(self, prompts: list[str], inputs: dict[str, Any],
                    completions: Mapping[str, Sequence[str]]) -> None:
         """Score `completions[prompt]` for a batch of prompts `read_prompt` has just read into
-        `inputs["past_key_values"]` (all of each row but its last token): each round feeds
+        `inputs["cache"]` (all of each row but its last token): each round feeds
         every row's last prompt token and one of its completions, then drops them from the
         cache again. The prompts are read once for their answers and their scores alike."""
         import torch
 
         ids, mask, cache = inputs["input_ids"], inputs["attention_mask"], \
-            inputs["past_key_values"]
+            inputs["cache"]
         start = cache.get_seq_length()
         last = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -1:]
         todo = [[c for c in completions.get(p, ()) if (p, c) not in self._seen] for p in prompts]
@@ -89,7 +89,7 @@ class LogProbs:
                     input_ids=torch.cat([ids[:, -1:], new], 1).to(self.model.device),
                     attention_mask=torch.cat([mask, seen], 1).to(self.model.device),
                     position_ids=(last + torch.arange(width + 1)).to(self.model.device),
-                    past_key_values=cache, use_cache=True).logits[:, :-1].float()
+                    cache=cache, use_cache=True).logits[:, :-1].float()
             cache.crop(start - cache.get_seq_length())  # drop this round's tokens again
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, (prompt, tokens) in enumerate(zip(prompts, own, strict=True)):

@@ -181,7 +181,7 @@ def read_prefix(model, prefix_ids, rows: int):
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    model(input_ids=prefix_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    model(input_ids=prefix_ids, cache=cache, use_cache=True, logits_to_keep=1)
     cache.batch_repeat_interleave(rows)
     return cache
 
@@ -268,7 +268,7 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         def compute_loss(self, model, inputs, *args, **kwargs):
             prefix = inputs.pop("prefix_ids", None)
             if prefix is not None:
-                inputs["past_key_values"] = read_prefix(model, prefix,
+                inputs["cache"] = read_prefix(model, prefix,
                                                         inputs["input_ids"].shape[0])
             return super().compute_loss(model, inputs, *args, **kwargs)
 

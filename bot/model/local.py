@@ -365,10 +365,10 @@ class HFChatModel:
         if all(len(row) == 1 for row in rows):
             return [[] for _ in rows]
         inputs = self._prefix.inputs(self.model, rows, self._batch_tokenizer.pad_token_id)
-        inputs = {k: v.to(self.device) if k != "past_key_values" else v
+        inputs = {k: v.to(self.device) if k != "cache" else v
                   for k, v in inputs.items()}
-        read = read_prompt(self.model, inputs, dtype)["past_key_values"]
-        start = len(self._prefix.ids) if "past_key_values" in inputs else 0
+        read = read_prompt(self.model, inputs, dtype)["cache"]
+        start = len(self._prefix.ids) if "cache" in inputs else 0
         width = inputs["input_ids"].shape[1] - start
         caches = []
         for r, row in enumerate(rows):
@@ -402,7 +402,7 @@ class HFChatModel:
             tokenizer = self._batch_tokenizer
             rows = [tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in batch]
             inputs = self._prefix.inputs(self.model, rows, tokenizer.pad_token_id)
-            inputs = {k: v.to(self.device) if k != "past_key_values" else v
+            inputs = {k: v.to(self.device) if k != "cache" else v
                       for k, v in inputs.items()}
             sampling = {"do_sample": True, "temperature": self.temperature} \
                 if self.temperature > 0 else {"do_sample": False}

@@ -65,7 +65,7 @@ class PrefixCache:
         with torch.inference_mode():
             cache = DynamicCache()
             model(input_ids=torch.tensor([shared], device=model.device),
-                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+                  cache=cache, use_cache=True, logits_to_keep=1)
         self.ids, self._cache = shared, cache
 
     def inputs(self, model: Any, rows: list[list[int]], pad_id: int) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class PrefixCache:
             cache = copy.deepcopy(self._cache)
             if len(rows) > 1:
                 cache.batch_repeat_interleave(len(rows))
-            inputs["past_key_values"] = cache
+            inputs["cache"] = cache
             self.hits += 1
         return inputs
 
@@ -104,15 +104,15 @@ def read_prompt(model: Any, inputs: dict[str, Any], dtype: Any) -> dict[str, Any
     from transformers import DynamicCache
 
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    cache = inputs.get("past_key_values") or DynamicCache()
+    cache = inputs.get("cache") or DynamicCache()
     start = cache.get_seq_length()
     if ids.shape[1] - 1 > start:
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             model(input_ids=ids[:, start:-1], attention_mask=mask[:, :-1],
-                  position_ids=positions[:, start:-1], past_key_values=cache, use_cache=True,
+                  position_ids=positions[:, start:-1], cache=cache, use_cache=True,
                   logits_to_keep=1)
     layer: Any
     for layer in cache.layers:
         layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
-    return {**inputs, "past_key_values": cache}
+    return {**inputs, "cache": cache}
