@@ -268,8 +268,7 @@ def train(model, tokenizer, train_rows: list[dict], val_rows: list[dict], cfg: T
         def compute_loss(self, model, inputs, *args, **kwargs):
             prefix = inputs.pop("prefix_ids", None)
             if prefix is not None:
-                inputs["cache"] = read_prefix(model, prefix,
-                                                        inputs["input_ids"].shape[0])
+                inputs["cache"] = read_prefix(model, prefix, inputs["input_ids"].shape[0])
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     lora = cfg.method == "lora"
