@@ -110,7 +110,7 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     shared = SharedStore(settings.chroma_dir) if not (chroma_client or settings.chroma_url) \
         else None
     index = KnowledgeIndex(client, embedder, shared=shared)
-    knowledge = KnowledgeService(store, index, embedder)
+    knowledge = KnowledgeService(store, index, embedder, cache_dir=settings.data_dir)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()
     reports = ReportStore(db)

@@ -14,6 +14,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -25,26 +26,64 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-class BM25(Generic[K]):
-    """Okapi BM25 over `texts` (key → text), k1 = 1.2, b = 0.75."""
+@dataclass(frozen=True)
+class CorpusStats:
+    """What BM25 needs of the whole collection: how many texts, their average length in words
+    and in how many texts each word occurs. Small (one number per word) and saved as JSON, so
+    a process that only scores a few candidate texts need not read every text first."""
 
-    def __init__(self, texts: Mapping[K, str], k1: float = 1.2, b: float = 0.75) -> None:
+    texts: int
+    average: float
+    df: dict[str, int]
+
+    @classmethod
+    def of(cls, counts: Iterable[Mapping[str, int]]) -> CorpusStats:
+        df: Counter[str] = Counter()
+        n = total = 0
+        for tf in counts:
+            n += 1
+            total += sum(tf.values())
+            df.update(tf.keys())
+        return cls(n, total / max(n, 1), dict(df))
+
+    def to_json(self) -> dict:
+        return {"texts": self.texts, "average": self.average, "df": self.df}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CorpusStats:
+        return cls(int(data["texts"]), float(data["average"]),
+                   {str(w): int(d) for w, d in data["df"].items()})
+
+
+class BM25(Generic[K]):
+    """Okapi BM25 over `texts` (key → text), k1 = 1.2, b = 0.75. With `stats` (of a larger
+    collection `texts` belongs to), `texts` need only be the ones to score: the words' rarity
+    and the average length are the collection's."""
+
+    def __init__(self, texts: Mapping[K, str], k1: float = 1.2, b: float = 0.75,
+                 stats: CorpusStats | None = None) -> None:
         self.k1, self.b = k1, b
         self.tf: dict[K, Counter[str]] = {key: Counter(tokens(text)) for key, text in
                                           texts.items()}
         self.length = {key: sum(tf.values()) for key, tf in self.tf.items()}
-        self.average = sum(self.length.values()) / max(len(self.length), 1)
-        df: Counter[str] = Counter(w for tf in self.tf.values() for w in tf)
-        n = len(self.tf)
-        self.idf = {w: math.log(1 + (n - d + 0.5) / (d + 0.5)) for w, d in df.items()}
+        self.stats = stats or CorpusStats.of(self.tf.values())
+        self.average = self.stats.average
+        self._idf: dict[str, float] = {}
         self._postings: dict[str, list[K]] | None = None
+
+    def idf(self, word: str) -> float:
+        idf = self._idf.get(word)
+        if idf is None:
+            n, d = self.stats.texts, self.stats.df.get(word, 0)
+            idf = self._idf[word] = math.log(1 + (n - d + 0.5) / (d + 0.5))
+        return idf
 
     def score(self, query_tokens: Iterable[str], key: K) -> float:
         tf = self.tf.get(key)
         if not tf:
             return 0.0
         norm = self.k1 * (1 - self.b + self.b * self.length[key] / self.average)
-        return sum(self.idf[w] * tf[w] * (self.k1 + 1) / (tf[w] + norm)
+        return sum(self.idf(w) * tf[w] * (self.k1 + 1) / (tf[w] + norm)
                    for w in set(query_tokens) if w in tf)
 
     def scores(self, query: str, keys: Iterable[K] | None = None) -> dict[K, float]:

@@ -3,6 +3,7 @@ count each user once, are recorded, and can be removed."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from bot.services.knowledge import KnowledgeService
 from bot.storage.store import UserInfo
 from bot.wiring import Services, build_services
 from knowledge.index import Hit
-from knowledge.lexical import BM25
+from knowledge.lexical import BM25, CorpusStats
 from knowledge.retrieval import (
     BOOST_USERS,
     MAX_BOOST,
@@ -98,7 +99,61 @@ def test_search_ranks_by_the_knowledge_base_words_and_follows_changes(services: 
     assert knowledge.search(question, 1)[0].document_id == b.document.id
     # The page changes (here or in another process): the index follows the database.
     knowledge.add_text("Emptying", "Nothing to see here.", "t:b", "t")
-    assert knowledge._lexicon().bm25.scores("truncate") == {}
+    assert knowledge._bm25({b.document.id}).scores("truncate") == {}
+
+
+def test_bm25_of_a_few_texts_with_the_collection_statistics_scores_as_over_all() -> None:
+    docs = {1: "DELETE removes rows from a table, one by one",
+            2: "TRUNCATE quickly empties a table",
+            3: "CREATE VIEW defines a view",
+            4: "VACUUM rebuilds the table file"}
+    whole = BM25(docs)
+    stats = CorpusStats.from_json(json.loads(json.dumps(CorpusStats.of(whole.tf.values())
+                                                        .to_json())))
+    few = BM25({k: docs[k] for k in (1, 2)}, stats=stats)
+    question = "empty whole table quickly"
+    assert few.scores(question) == pytest.approx(whole.scores(question, keys=[1, 2]))
+    # Without the collection's statistics, "table" (in 3 of 4 texts) would look as rare as
+    # "quickly": scores differ, which is why the statistics are the whole knowledge base's.
+    assert BM25({k: docs[k] for k in (1, 2)}).scores(question) != few.scores(question)
+
+
+def test_search_statistics_are_shared_with_other_processes_and_follow_changes(
+        services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    ids = [knowledge.add_text(w.title(), f"How do I {w} a table? Use {w.upper()}.", f"t:{w}",
+                              "t").document.id for w in ("truncate", "copy", "lock")]
+    knowledge.ranking = Ranking(per_document=1, document_bm25=1.0)
+    knowledge.search("How do I truncate a table?", 1)
+    saved = knowledge._stats_file
+    assert saved is not None and json.loads(saved.read_text())["stats"]["texts"] == 3
+    # Another process (a `kb search`) reads the saved statistics and only its candidates.
+    other = KnowledgeService(knowledge.store, knowledge.index, knowledge._embedder,
+                             ranking=knowledge.ranking, cache_dir=saved.parent)
+    read: list[object] = []
+    original = other.store.document_texts
+
+    def document_texts(ids: object = None):  # type: ignore[no-untyped-def]
+        read.append(ids)
+        return original(ids)  # type: ignore[arg-type]
+
+    other.store.document_texts = document_texts  # type: ignore[method-assign]
+    try:
+        assert other.search("How do I truncate a table?", 1)[0].document_id == ids[0]
+        assert read and None not in read
+        # The knowledge base changes: the statistics are counted again, and saved.
+        knowledge.add_text("Grant", "How do I grant a table? Use GRANT.", "t:grant", "t")
+        other.search("How do I truncate a table?", 1)
+        assert None in read
+        assert json.loads(saved.read_text())["stats"]["texts"] == 4
+        # An unreadable file is counted again rather than trusted.
+        saved.write_text("{not json")
+        other._stats = None
+        read.clear()
+        assert other.search("How do I truncate a table?", 1)[0].document_id == ids[0]
+        assert None in read and json.loads(saved.read_text())["stats"]["texts"] == 4
+    finally:
+        del other.store.document_texts
 
 
 def test_boosts_are_bounded_and_count_each_user_once() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -23,7 +25,7 @@ from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file,
 from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
-from knowledge.lexical import BM25
+from knowledge.lexical import BM25, CorpusStats, tokens
 from knowledge.retrieval import DEFAULT_RANKING, Ranking, fetch_size, rank
 
 logger = logging.getLogger(__name__)
@@ -54,18 +56,16 @@ class IndexProblem:
     indexed_chunks: int
 
 
-@dataclass(frozen=True)
-class Lexicon:
-    signature: tuple[int, int, int]  # `Store.knowledge_signature` when it was built
-    words: set[str]
-    bm25: BM25[int]  # by document id
+Signature = tuple[int, int, int]  # `Store.knowledge_signature`: changes with the documents
 
 
 class KnowledgeService:
     """Add, replace, remove, search, check and rebuild the knowledge base."""
 
     def __init__(self, store: Store, index: KnowledgeIndex, embedder: Embedder,
-                  ranking: Ranking | None = None, boosts: BoostStore | None = None) -> None:
+                  ranking: Ranking | None = None, boosts: BoostStore | None = None,
+                  cache_dir: Path | None = None) -> None:
+        """`cache_dir`: where the documents' BM25 statistics are kept between processes."""
         self.store = store
         self.index = index
         self.ranking = ranking or DEFAULT_RANKING
@@ -74,7 +74,9 @@ class KnowledgeService:
         self._embedder = embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
-        self._lexicon_cache: Lexicon | None = None
+        self._stats_file = cache_dir / "bm25.json" if cache_dir else None
+        self._stats: tuple[Signature, CorpusStats] | None = None
+        self._words: tuple[Signature, set[str]] | None = None
 
     def _chunks(self, text: str) -> list[str]:
         max_tokens = min(self._embedder.max_tokens, 256) - 16  # room for the title line
@@ -194,8 +196,8 @@ class KnowledgeService:
         hits = self.index.search(query, 2 * fetch_size(k, ranking), context)
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
-        lexical = self._lexicon().bm25.relative(query, {h.document_id for h in hits}) \
-            if ranking.document_bm25 and hits else None
+        lexical = self._bm25({h.document_id for h in hits}).relative(
+            query, {h.document_id for h in hits}) if ranking.document_bm25 and hits else None
         return rank(query, hits, k, ranking, self._current_boosts(), lexical)
 
     def _current_boosts(self) -> dict[str, float]:
@@ -211,22 +213,62 @@ class KnowledgeService:
         return self._picker.pick(question, hits, k, context)
 
     def vocabulary(self) -> set[str]:
-        """Every content word of the knowledge base."""
-        return self._lexicon().words
-
-    def _lexicon(self) -> Lexicon:
-        """The knowledge base's words and its documents' BM25 index; rebuilt when a document
-        changes, in this process or another (the CLI)."""
+        """Every content word of the knowledge base (rebuilt when a document changes, in this
+        process or another)."""
         signature = self.store.knowledge_signature()
-        lexicon = self._lexicon_cache
-        if lexicon is None or lexicon.signature != signature:
-            texts = {doc_id: f"{title}\n{text}"
-                     for doc_id, title, text in self.store.document_texts()}
+        if self._words is None or self._words[0] != signature:
             words: set[str] = set()
-            for text in texts.values():
-                words |= content_words(text)
-            lexicon = self._lexicon_cache = Lexicon(signature, words, BM25(texts))
-        return lexicon
+            for _, title, text in self.store.document_texts():
+                words |= content_words(f"{title}\n{text}")
+            self._words = (signature, words)
+        return self._words[1]
+
+    def _bm25(self, document_ids: set[int]) -> BM25[int]:
+        """BM25 over the documents `document_ids`, scored against the whole knowledge base."""
+        texts = {doc_id: f"{title}\n{text}"
+                 for doc_id, title, text in self.store.document_texts(document_ids)}
+        return BM25(texts, stats=self._corpus_stats())
+
+    def _corpus_stats(self) -> CorpusStats:
+        """The documents' BM25 statistics: kept in memory and in the cache file, and counted
+        again from every document only when the knowledge base changed (here or in another
+        process). A command-line search then reads the few candidate documents, not all."""
+        signature = self.store.knowledge_signature()
+        if self._stats is not None and self._stats[0] == signature:
+            return self._stats[1]
+        stats = self._read_stats(signature)
+        if stats is None:
+            stats = CorpusStats.of(Counter(tokens(f"{title}\n{text}"))
+                                   for _, title, text in self.store.document_texts())
+            self._write_stats(signature, stats)
+        self._stats = (signature, stats)
+        return stats
+
+    def _read_stats(self, signature: Signature) -> CorpusStats | None:
+        try:
+            if self._stats_file is None:
+                return None
+            data = json.loads(self._stats_file.read_text())
+            if tuple(data["signature"]) != signature:
+                return None
+            return CorpusStats.from_json(data["stats"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("Ignoring unreadable BM25 statistics %s: %s", self._stats_file, e)
+            return None
+
+    def _write_stats(self, signature: Signature, stats: CorpusStats) -> None:
+        if self._stats_file is None:
+            return
+        tmp = self._stats_file.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"signature": signature, "stats": stats.to_json()},
+                                      separators=(",", ":")))
+            tmp.replace(self._stats_file)  # atomic: readers never see half a file
+        except OSError as e:  # a read-only data dir: searches still work, counted each time
+            logger.warning("Could not save BM25 statistics to %s: %s", self._stats_file, e)
+            tmp.unlink(missing_ok=True)
 
     def uncovered(self, question: str, language: str | None = None) -> list[str]:
         """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""

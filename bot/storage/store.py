@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -442,13 +442,15 @@ class Store:
                                    func.sum(Document.version))).one()
         return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
-    def document_texts(self) -> Iterator[tuple[int, str, str]]:
-        """(id, title, text) of every document, in pages."""
+    def document_texts(self, ids: Iterable[int] | None = None) -> Iterator[tuple[int, str, str]]:
+        """(id, title, text) of every document, or of those in `ids`, in pages."""
+        query = select(Document.id, Document.title, Document.text).order_by(Document.id)
+        if ids is not None:
+            query = query.where(Document.id.in_(list(ids)))
         offset = 0
         while True:
             with self.db.read() as s:
-                rows = s.execute(select(Document.id, Document.title, Document.text)
-                                 .order_by(Document.id).offset(offset).limit(200)).all()
+                rows = s.execute(query.offset(offset).limit(200)).all()
             yield from ((doc_id, title, text) for doc_id, title, text in rows)
             if len(rows) < 200:
                 return
