@@ -33,22 +33,20 @@ class Hit:
     score: float
 
 
-def import_chromadb() -> Any:
-    """The chromadb package, imported without `overrides`' signature checks.
+@contextmanager
+def _unchecked_overrides() -> Iterator[None]:
+    """While inside, `overrides.override` marks a method without checking its signature.
 
-    chromadb marks ~160 methods `@override`; that decorator checks each method's signature
+    chromadb marks ~200 methods `@override`; that decorator checks each method's signature
     against its base class's while the class is built, a development-time check of chromadb's
-    own code that costs ~0.25 s of every command-line start (a third of chromadb's import).
-    During this import only, `override` just marks the method (as `EnforceOverrides` expects);
-    modules chromadb imports later get the checking decorator again."""
-    if "chromadb" in sys.modules:
-        return sys.modules["chromadb"]
+    own code that costs ~0.25 s of its import and ~0.16 s of opening an embedded store (which
+    imports the Rust client's module then). Inside, `override` just marks the method (as
+    `EnforceOverrides` expects); outside, modules get the checking decorator again."""
     try:
         import overrides
     except ImportError:  # a chromadb version without it: nothing to skip
-        import chromadb
-
-        return chromadb
+        yield
+        return
 
     def override(method: Any = None, **_: Any) -> Any:
         if method is None:
@@ -61,10 +59,18 @@ def import_chromadb() -> Any:
     for name in saved:
         setattr(overrides, name, override)
     try:
-        import chromadb
+        yield
     finally:
         for name, original in saved.items():
             setattr(overrides, name, original)
+
+
+def import_chromadb() -> Any:
+    """The chromadb package, imported without `overrides`' signature checks."""
+    if "chromadb" in sys.modules:
+        return sys.modules["chromadb"]
+    with _unchecked_overrides():
+        import chromadb
     return chromadb
 
 
@@ -74,13 +80,14 @@ def open_chroma(chroma_url: str, persist_dir: Path) -> Any:
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)
-    if chroma_url:
-        url = urlparse(chroma_url)
-        return chromadb.HttpClient(host=url.hostname or "127.0.0.1",
-                                   port=url.port or (443 if url.scheme == "https" else 8000),
-                                   ssl=url.scheme == "https", settings=settings)
-    persist_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(persist_dir), settings=settings)
+    with _unchecked_overrides():  # the client imports its implementation's module now
+        if chroma_url:
+            url = urlparse(chroma_url)
+            return chromadb.HttpClient(host=url.hostname or "127.0.0.1",
+                                       port=url.port or (443 if url.scheme == "https" else 8000),
+                                       ssl=url.scheme == "https", settings=settings)
+        persist_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(persist_dir), settings=settings)
 
 
 def chunk_id(document_id: int, version: int, index: int) -> str:

@@ -168,6 +168,12 @@ def test_chromadb_is_imported_without_override_checks_which_come_back_after(
         tmp_path: Path) -> None:
     code = """
 import sys, overrides
+checks = sys.modules["overrides.overrides"]
+checked = []
+def counting(method, *args):
+    checked.append(method)
+    return real(method, *args)
+real, checks._validate_method = checks._validate_method, counting
 checking = (overrides.override, overrides.overrides)
 from knowledge.index import import_chromadb, open_chroma
 chromadb = import_chromadb()
@@ -176,6 +182,10 @@ from chromadb.api.client import Client
 assert Client.get_or_create_collection.__override__  # marked, as EnforceOverrides expects
 from pathlib import Path
 client = open_chroma("", Path(sys.argv[1]))
+assert (overrides.override, overrides.overrides) == checking
+from chromadb.api.rust import RustBindingsAPI  # imported by the client, unchecked too
+assert RustBindingsAPI.get_or_create_collection.__override__
+assert not checked, checked  # no chromadb method's signature was checked
 collection = client.get_or_create_collection("cats", embedding_function=None)
 collection.add(ids=["a"], embeddings=[[1.0, 0.0]], documents=["the cat"])
 print(collection.query(query_embeddings=[[1.0, 0.0]], n_results=1)["documents"][0][0])
