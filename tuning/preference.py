@@ -127,7 +127,7 @@ def train_preference(model, tokenizer, rows: list[Row], cfg: TuneConfig,
         gradient_accumulation_steps=max(cfg.batch_size // per_pass, 1),
         learning_rate=cfg.preference_learning_rate, num_train_epochs=cfg.preference_epochs,
         lr_scheduler_type="cosine", beta=cfg.preference_beta, max_length=cfg.max_length,
-        precompute_ref_log_probs=True, gradient_checkpointing=False, save_strategy="no",
+        precompute_ref_log_probs=True, activation_checkpointing=False, save_strategy="no",
         logging_steps=1, report_to=[], seed=cfg.seed, dataloader_num_workers=0,
         dataloader_pin_memory=False, bf16=autocast_bf16(cfg),
         use_cpu=not torch.cuda.is_available(), **losses)
