@@ -77,3 +77,21 @@ def test_chat_pipeline_with_database_url(postgres_url: str, tmp_path, monkeypatc
     with services.db.read() as s:
         assert s.scalar(select(Message.text).where(Message.id == reply.message_id)) == reply.text
     services.close()
+
+
+def test_kb_search_weighs_candidates_with_saved_statistics_on_postgres(
+        postgres_url: str, tmp_path) -> None:
+    from knowledge.retrieval import Ranking
+
+    settings = Settings(data_dir=tmp_path, database_url=fresh_database(postgres_url))
+    services = build_services(settings, embedder=FakeEmbedder(), seed=False)
+    knowledge = services.knowledge
+    ids = {w: knowledge.add_text(w.title(), f"How do I {w} a table? Use {w.upper()}.",
+                                 f"t:{w}", "t").document.id for w in ("truncate", "copy", "lock")}
+    knowledge.ranking = Ranking(per_document=1, document_bm25=1.0)
+    assert knowledge.search("How do I truncate a table?", 1)[0].document_id == ids["truncate"]
+    assert (tmp_path / "bm25.json").exists()
+    # The candidates' texts come from PostgreSQL by id (an IN list), and only theirs.
+    texts = {i: f"{t}\n{x}" for i, t, x in services.store.document_texts([ids["copy"]])}
+    assert list(texts) == [ids["copy"]]
+    services.close()
