@@ -196,8 +196,9 @@ class KnowledgeService:
         hits = self.index.search(query, 2 * fetch_size(k, ranking), context)
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
-        lexical = self._bm25({h.document_id for h in hits}).relative(
-            query, {h.document_id for h in hits}) if ranking.document_bm25 and hits else None
+        candidates = {h.document_id for h in hits}
+        lexical = self._bm25(candidates).relative(query, candidates) \
+            if ranking.document_bm25 and hits else None
         return rank(query, hits, k, ranking, self._current_boosts(), lexical)
 
     def _current_boosts(self) -> dict[str, float]:
@@ -245,9 +246,9 @@ class KnowledgeService:
         return stats
 
     def _read_stats(self, signature: Signature) -> CorpusStats | None:
+        if self._stats_file is None:
+            return None
         try:
-            if self._stats_file is None:
-                return None
             data = json.loads(self._stats_file.read_text())
             if tuple(data["signature"]) != signature:
                 return None
