@@ -30,7 +30,7 @@ def _actor() -> str:
 def _open(settings: Settings) -> Services:
     from bot.wiring import build_services
 
-    return build_services(settings, with_chat=False, seed=False)
+    return build_services(settings, with_chat=False, seed=False, short_lived=True)
 
 
 def _json(data: Any) -> None:

@@ -97,8 +97,10 @@ def _base_tokenizer(settings: Settings) -> Any:
 
 def build_services(settings: Settings, *, with_chat: bool = True, model: ChatModel | None = None,
                    embedder: Embedder | None = None, chroma_client: Any = None,
-                   seed: bool | None = None) -> Services:
-    """Open storage and knowledge, and the chat model when `with_chat`; seed samples if empty."""
+                   seed: bool | None = None, short_lived: bool = False) -> Services:
+    """Open storage and knowledge, and the chat model when `with_chat`; seed samples if empty.
+    `short_lived` (a command-line command): search a snapshot of a small embedded index rather
+    than open Chroma (see `knowledge.snapshot`)."""
     db = open_database(settings)
     store = Store(db)
     # The embedder and Chroma open on first use: `kb list` or `db upgrade` never load them.
@@ -109,7 +111,7 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     # An embedded store is shared with the other processes on this data dir (see SharedStore).
     shared = SharedStore(settings.chroma_dir) if not (chroma_client or settings.chroma_url) \
         else None
-    index = KnowledgeIndex(client, embedder, shared=shared)
+    index = KnowledgeIndex(client, embedder, shared=shared, snapshot=short_lived)
     knowledge = KnowledgeService(store, index, embedder, cache_dir=settings.data_dir)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()

@@ -19,6 +19,7 @@ from knowledge.shared import SharedStore
 logger = logging.getLogger(__name__)
 
 COLLECTION = "knowledge"
+SNAPSHOT = "snapshot.npz"  # in a shared store's directory: see `knowledge.snapshot`
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,18 @@ class KnowledgeIndex:
     """Chunks with their embeddings and metadata (document id, version, chunk index, title)."""
 
     def __init__(self, client: Any, embedder: Embedder, collection: str = COLLECTION,
-                 shared: SharedStore | None = None) -> None:
+                 shared: SharedStore | None = None, snapshot: bool = False) -> None:
         """`client` is a Chroma client, or a function that opens one on first use (it must be
-        a function when `shared`: the client is reopened when another process wrote)."""
+        a function when `shared`: the client is reopened when another process wrote).
+        `snapshot`: search a copy of a small shared store kept beside it, without opening
+        Chroma (for short-lived processes such as the command line; see `knowledge.snapshot`)."""
         self._connect: Callable[[], Any] = client if callable(client) else (lambda: client)
         self._embedder = embedder
         self._name = collection
         self._shared = shared
         self._lock = threading.RLock()  # a reopen closes the client other threads may use
         self._seen: int | None = None  # the shared store's generation this process has loaded
+        self._snapshot = shared.directory / SNAPSHOT if shared and snapshot else None
 
     @cached_property
     def _client(self) -> Any:
@@ -199,6 +203,9 @@ class KnowledgeIndex:
             vector = [fold(asked, previous)]
         else:
             vector = self._embedder.embed([query])
+        taken = self._snapshot_hits(vector[0], k)
+        if taken is not None:
+            return taken
         with self._using() as collection:
             # No count() first: an empty collection answers with no hits, and counting costs
             # 12 ms at 100k chunks (a SQL COUNT), a third of the search.
@@ -215,7 +222,43 @@ class KnowledgeIndex:
             hits.append(Hit(chunk_id=cid, document_id=int(meta["document_id"]),
                             version=int(meta["version"]), title=str(meta["title"]), text=text,
                             score=1.0 - float(dist)))
+        if self._snapshot is not None:
+            self._take_snapshot()
         return hits
+
+    def _snapshot_hits(self, vector: list[float], k: int) -> list[Hit] | None:
+        """The search answered from the snapshot, or None when there is none to use (then the
+        caller asks Chroma, and takes a snapshot unless it is the index's current one)."""
+        if self._snapshot is None:
+            return None
+        from knowledge.snapshot import Snapshot
+
+        assert self._shared is not None
+        snapshot = Snapshot.read(self._snapshot, self._shared.generation())
+        if snapshot is None:
+            return None
+        if not snapshot.complete:  # too large to copy: Chroma answers, and no new snapshot
+            self._snapshot = None
+            return None
+        return [Hit(chunk_id=c.id, document_id=c.document_id, version=c.version, title=c.title,
+                    text=c.text, score=score) for c, score in snapshot.nearest(vector, k)]
+
+    def _take_snapshot(self) -> None:
+        """Copy the store as it is now (only its size when past `MAX_CHUNKS`) for the next
+        short-lived process, which will search it without opening Chroma."""
+        from knowledge.snapshot import MAX_CHUNKS, Snapshot
+
+        assert self._shared is not None and self._snapshot is not None
+        with self._lock, self._shared.locked(exclusive=False):  # no writer meanwhile
+            self._catch_up()
+            assert self._seen is not None
+            collection = self._collection
+            if collection.count() > MAX_CHUNKS:
+                snapshot = Snapshot.too_large(self._seen)
+            else:
+                snapshot = Snapshot.of(self._seen, collection.get(
+                    include=["embeddings", "documents", "metadatas"]))
+        snapshot.write(self._snapshot)
 
     def count(self) -> int:
         with self._using() as collection:

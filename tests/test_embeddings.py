@@ -162,6 +162,14 @@ def test_kb_commands_start_without_torch(tmp_path: Path) -> None:
     rc, modules, out = _imports_after(["kb", "search", "what is the cat called", "--json"], data)
     assert rc == 0 and "Miso" in out
     assert "onnxruntime" in modules and not modules & set(HEAVY)
+    # That search left a snapshot of the index: the next one does not even import chromadb,
+    # until the knowledge base changes.
+    rc, modules, out = _imports_after(["kb", "search", "what is the cat called", "--json"], data)
+    assert rc == 0 and "Miso" in out and "chromadb" not in modules
+    (tmp_path / "dog.md").write_text("The office dog is called Pixel.")
+    assert _imports_after(["kb", "add", str(tmp_path / "dog.md")], data)[0] == 0
+    rc, modules, out = _imports_after(["kb", "search", "what is the dog called", "--json"], data)
+    assert rc == 0 and "Pixel" in out and "chromadb" in modules
 
 
 def test_chromadb_is_imported_without_override_checks_which_come_back_after(

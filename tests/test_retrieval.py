@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from bot.config import Settings
 from bot.services.knowledge import KnowledgeService
 from bot.storage.store import UserInfo
 from bot.wiring import Services, build_services
@@ -24,6 +25,7 @@ from knowledge.retrieval import (
     lexical_overlap,
     rank,
 )
+from tests.fakes import FakeEmbedder
 
 
 def hit(doc: int, chunk: int, score: float, text: str = "text") -> Hit:
@@ -154,6 +156,76 @@ def test_search_statistics_are_shared_with_other_processes_and_follow_changes(
         assert None in read and json.loads(saved.read_text())["stats"]["texts"] == 4
     finally:
         del other.store.document_texts
+
+
+def test_a_short_lived_search_reads_the_index_snapshot_and_follows_other_processes(
+        settings: Settings, embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    if settings.chroma_url:
+        pytest.skip("a Chroma server is searched where it runs: no snapshot")
+    import bot.wiring
+    import knowledge.snapshot
+    from knowledge.snapshot import Snapshot
+
+    bot_process = build_services(settings, embedder=embedder, with_chat=False, seed=False)
+    for i, (title, text) in enumerate([("Cats", "The office cat is called Miso."),
+                                       ("Dogs", "Dogs are welcome on the ground floor."),
+                                       ("Parking", "There are 12 parking spaces.")]):
+        bot_process.knowledge.add_text(title, text, f"t:{i}", "t")
+    question = "what is the office cat called"
+    expected = bot_process.knowledge.index.search(question, 3)
+    opened: list[str] = []
+    real_open = bot.wiring.open_chroma
+
+    def open_chroma(url: str, path: object):  # type: ignore[no-untyped-def]
+        opened.append(url)
+        return real_open(url, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bot.wiring, "open_chroma", open_chroma)
+
+    def cli_search(query: str = question) -> list[Hit]:
+        """A `kb search`: a new process's services, one search, closed."""
+        cli = build_services(settings, embedder=embedder, with_chat=False, seed=False,
+                             short_lived=True)
+        try:
+            return cli.knowledge.index.search(query, 3)
+        finally:
+            cli.close()
+
+    def same(hits: list[Hit], reference: list[Hit]) -> bool:
+        return [(h.chunk_id, h.text) for h in hits] == [(h.chunk_id, h.text) for h in
+                                                         reference] and \
+            [h.score for h in hits] == pytest.approx([h.score for h in reference], abs=1e-5)
+
+    # The first asks Chroma and leaves a snapshot; the next ones never open Chroma.
+    assert same(cli_search(), expected) and opened == [""]
+    snapshot = settings.chroma_dir / "snapshot.npz"
+    assert snapshot.exists()
+    assert same(cli_search(), expected) and opened == [""]
+    assert [h.chunk_id for h in cli_search("parking spaces")][0] == \
+        bot_process.knowledge.index.search("parking spaces", 1)[0].chunk_id
+    assert opened == [""]
+    # Another process writes: the snapshot is behind, so Chroma answers (and a new one is taken).
+    bot_process.knowledge.add_text("Café", "The office café sells cat-shaped biscuits.", "t:c",
+                                   "t")
+    fresh = bot_process.knowledge.index.search("the office café sells biscuits", 3)
+    assert same(cli_search("the office café sells biscuits"), fresh) and len(opened) == 2
+    assert same(cli_search("the office café sells biscuits"), fresh) and len(opened) == 2
+    # An unreadable snapshot is not trusted: Chroma answers, and a good one replaces it.
+    snapshot.write_bytes(b"not a snapshot")
+    assert same(cli_search(), bot_process.knowledge.index.search(question, 3))
+    assert len(opened) == 3
+    assert same(cli_search(), bot_process.knowledge.index.search(question, 3))
+    assert len(opened) == 3
+    # Past the size a snapshot is kept for, only the size is noted, and Chroma answers each time.
+    monkeypatch.setattr(knowledge.snapshot, "MAX_CHUNKS", 2)
+    bot_process.knowledge.add_text("Bikes", "The bike room holds 30 bicycles.", "t:b", "t")
+    cli_search()
+    noted = Snapshot.read(snapshot, bot_process.knowledge.index._shared.generation())
+    assert noted is not None and not noted.complete and not noted.chunks
+    written = snapshot.stat().st_mtime_ns
+    assert same(cli_search(), bot_process.knowledge.index.search(question, 3))
+    assert len(opened) == 5 and snapshot.stat().st_mtime_ns == written
+    bot_process.close()
 
 
 def test_boosts_are_bounded_and_count_each_user_once() -> None:
