@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-servers test-engine engine engine-vllm bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
+.PHONY: run test test-servers test-engine test-compose compose-images engine engine-vllm bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,19 @@ engine-vllm: $(VLLM_VENV)/.installed
 # The tests against the real engines (skipped by `make test` when they are not built).
 test-engine: $(STAMP) engine engine-vllm
 	REQUIRE_ENGINE=1 $(BIN)/python -m pytest -m engine
+
+# deploy/compose.yaml's images, the CPU engine's too (`TORCH_INDEX=URL`: torch's CPU wheel from
+# another index than download.pytorch.org; built with the host's network then). Where Docker
+# Hub cannot be reached, `sh deploy/offline/build.sh` first builds the base images from Debian.
+IMAGE_ARGS := $(if $(TORCH_INDEX),--network host --build-arg TORCH_INDEX=$(TORCH_INDEX))
+compose-images:
+	docker build $(IMAGE_ARGS) -f deploy/Dockerfile -t telegram-learning-assistant:latest .
+	docker build $(IMAGE_ARGS) -f deploy/engine-cpu.Dockerfile \
+	  -t telegram-learning-assistant-engine-cpu:latest deploy
+
+# The compose stack started and used end to end (needs a Docker daemon; not part of .ci/run).
+test-compose: $(STAMP) compose-images
+	COMPOSE_TESTS=1 $(BIN)/python -m pytest -m compose
 
 bench-serving: $(STAMP) engine
 	$(BIN)/python bench/serving/run.py $(ARGS)

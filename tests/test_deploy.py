@@ -5,8 +5,8 @@ Every piece the compose file names runs as its own process with the same setting
 `LLM_FOLLOW_ADAPTERS`), the bot in webhook mode behind the Bot API emulator, the admin CLI, and
 the nightly job (`assistant tune nightly`). A user's question arrives by webhook and is
 answered by vLLM; the nightly job trains on ratings and its adapter, once promoted, is the one
-vLLM answers the next question with. (These machines have no Docker daemon, so the compose file
-itself is not started here.)
+vLLM answers the next question with. The compose file itself is started by
+`tests/test_compose.py` (`make test-compose`, where a Docker daemon runs).
 """
 
 from __future__ import annotations
