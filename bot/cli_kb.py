@@ -176,7 +176,7 @@ def cmd_boosts(svc: Services, args: argparse.Namespace) -> int:
               "until the next nightly run (or `kb boosts --recompute`).")
         return 0
     if args.recompute:
-        summary = boosts.recompute(_actor())
+        summary = svc.knowledge.recompute_boosts(_actor())
         print(f"Recomputed: {summary['raised']} chunks raised, {summary['lowered']} lowered.")
     rows = boosts.all()
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -263,6 +263,16 @@ class KnowledgeIndex:
     def count(self) -> int:
         with self._using() as collection:
             return collection.count()
+
+    def texts(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """{chunk id: text} of those of `chunk_ids` still indexed."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        with self._using() as collection:
+            got = collection.get(ids=ids, include=["documents"])
+        return {cid: text for cid, text in zip(got["ids"], got["documents"], strict=True)
+                if text is not None}
 
     def chunk_counts(self, page: int = 5000) -> dict[tuple[int, int], int]:
         """{(document id, version): number of indexed chunks}."""

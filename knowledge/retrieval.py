@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from knowledge.evidence import STOPWORDS, stem
@@ -141,11 +141,21 @@ def fetch_size(k: int, ranking: Ranking) -> int:
 @dataclass(frozen=True)
 class Vote:
     """One user's rating of an answer and the chunks it cited: +1 for 👍, -1 for a 👎 that
-    came with a correction (a 👎 alone does not say the evidence was wrong)."""
+    came with a correction (a 👎 alone does not say the evidence was wrong); `correction` is
+    the text of that correction."""
 
     user_id: int
     value: int
     chunk_ids: tuple[str, ...]
+    correction: str = ""
+
+    def sparing(self, holds: Callable[[str, str], bool]) -> Vote:
+        """This vote without the cited chunks that hold its correction (`holds(chunk id,
+        correction)`): a 👎 says the answer was wrong, not the excerpt that had it right."""
+        if self.value >= 0 or not self.correction:
+            return self
+        return replace(self, chunk_ids=tuple(c for c in self.chunk_ids
+                                             if not holds(c, self.correction)))
 
 
 MAX_BOOST = 0.05    # cosine units: enough to reorder near-ties, never to lift a poor match

@@ -263,7 +263,7 @@ def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
         services.feedback.rate(down, UserInfo(user), -1)
         services.feedback.correct(down, UserInfo(user), "Parking costs 5 euros.")
     services.feedback.rate(_answer(services, [loser]), UserInfo(15), -1)  # no correction: no vote
-    summary = knowledge.boosts.recompute("test")
+    summary = knowledge.recompute_boosts("test")
     assert summary == {"chunks": 2, "raised": 1, "lowered": 1}
     boosts = {b.chunk_id: b for b in knowledge.boosts.all()}
     assert (boosts[winner].up, boosts[loser].down) == (4, 4)
@@ -275,6 +275,31 @@ def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
     assert knowledge.boosts.reset("test") == 2
     knowledge._boost_map = (-1e9, {})
     assert [h.document_id for h in knowledge.search(query, 2)] == before
+
+
+def test_a_correction_spares_the_cited_chunk_that_says_it(services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    right = knowledge.add_text("Parking", "Guests park for free behind building C.", "t:p", "t")
+    wrong = knowledge.add_text("Bikes", "Bicycles go in the bike room downstairs.", "t:b", "t")
+    r, w = f"{right.document.id}:1:0", f"{wrong.document.id}:1:0"
+    for user in (21, 22):  # the answer cited both excerpts and still got it wrong
+        down = _answer(services, [w, r])
+        services.feedback.rate(down, UserInfo(user), -1)
+        services.feedback.correct(down, UserInfo(user), "Guests park for free behind building C")
+    # A third user's correction says something no excerpt says: both cited chunks lose.
+    down = _answer(services, [w, r])
+    services.feedback.rate(down, UserInfo(23), -1)
+    services.feedback.correct(down, UserInfo(23), "Parking costs 5 euros an hour.")
+    assert knowledge.recompute_boosts("test") == {"chunks": 2, "raised": 0, "lowered": 2}
+    boosts = {b.chunk_id: b for b in knowledge.boosts.all()}
+    assert (boosts[w].down, boosts[r].down) == (3, 1)
+    assert boosts[w].boost < boosts[r].boost < 0
+    # Counting every cited chunk alike (the store alone, no texts) lowers them equally.
+    knowledge.boosts.recompute("test")
+    boosts = {b.chunk_id: b for b in knowledge.boosts.all()}
+    assert (boosts[w].down, boosts[r].down) == (3, 3)
+    # A 👍 is never thinned, whatever its text.
+    assert Vote(1, 1, (r, w), "x").sparing(lambda c, t: True).chunk_ids == (r, w)
 
 
 def test_fold_adds_the_previous_question_at_a_weight() -> None:

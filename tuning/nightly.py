@@ -18,7 +18,6 @@ from bot.config import Settings
 from bot.model import load_model, resolve_base_model
 from bot.prompting import question_in, render
 from bot.services.review import ReviewService
-from bot.storage.boosts import BoostStore
 from bot.storage.db import Database
 from bot.storage.training import Feedback, TrainingStore
 from tuning.config import TuneConfig
@@ -85,6 +84,7 @@ class KnowledgeCheck:
 
     def __init__(self, review: ReviewService, close: Callable[[], None] = lambda: None) -> None:
         self._review, self.close = review, close
+        self.recompute_boosts = review.knowledge.recompute_boosts
         # The candidate and the serving adapter are measured on the same held-out answers:
         # each is searched for once.
         self._answers: dict[tuple[str, str], bool] = {}
@@ -114,7 +114,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
     with tuning_run(settings, cfg, "nightly") as run, \
             closing(KnowledgeCheck.open(settings)) as knowledge:
         # Retrieval learns from the same ratings every night, whether or not a model trains.
-        boosts = BoostStore(run.store.db).recompute(actor="nightly")
+        boosts = knowledge.recompute_boosts("nightly")
         with run.timed("data"):
             screen = cfg.screen_corrections
             data = collect_feedback(run.store, run.store.last_data_until("nightly"),

@@ -201,6 +201,21 @@ class KnowledgeService:
             if ranking.document_bm25 and hits else None
         return rank(query, hits, k, ranking, self._current_boosts(), lexical)
 
+    def recompute_boosts(self, actor: str) -> dict[str, int]:
+        """Recompute the feedback boosts from every rating (audited). A 👎 whose correction
+        one of the cited chunks says (`grounding.supported`) leaves that chunk alone: the
+        evidence was right, the answer was not."""
+        from bot.services.grounding import supported
+
+        cited = [c for v in self.boosts.votes() if v.value < 0 and v.correction
+                 for c in v.chunk_ids]
+        texts = self.index.texts(cited)
+
+        def holds(chunk_id: str, correction: str) -> bool:
+            return chunk_id in texts and supported(correction, [texts[chunk_id]])
+
+        return self.boosts.recompute(actor, holds)
+
     def _current_boosts(self) -> dict[str, float]:
         loaded_at, boosts = self._boost_map
         if time.monotonic() - loaded_at >= BOOSTS_TTL_S:

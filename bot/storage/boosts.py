@@ -4,10 +4,11 @@ from them. Recomputed nightly (`assistant tune nightly`) or by hand (`assistant 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, func, select
 
 from bot.storage.db import Database
 from bot.storage.models import AuditEntry, Correction, Message, Rating, RetrievalBoost, utcnow
@@ -30,20 +31,27 @@ class BoostStore:
         self.db = db
 
     def votes(self) -> list[Vote]:
-        """👍 on answers that cited chunks, and 👎 that came with a correction."""
-        corrected = exists().where(Correction.message_id == Rating.message_id,
-                                   Correction.user_id == Rating.user_id)
-        query = (select(Rating.user_id, Rating.value, Message.chunk_ids)
+        """👍 on answers that cited chunks, and 👎 that came with a correction (its text: the
+        user's latest correction of that answer)."""
+        latest = (select(Correction.text).where(Correction.message_id == Rating.message_id,
+                                                Correction.user_id == Rating.user_id)
+                  .order_by(Correction.id.desc()).limit(1).scalar_subquery())
+        query = (select(Rating.user_id, Rating.value, Message.chunk_ids, latest)
                  .join(Message, Message.id == Rating.message_id)
-                 .where(Message.role == "assistant")
-                 .where((Rating.value > 0) | corrected))
+                 .where(Message.role == "assistant"))
         with self.db.read() as s:
-            return [Vote(user, 1 if value > 0 else -1, tuple(chunks or ()))
-                    for user, value, chunks in s.execute(query)]
+            return [Vote(user, 1 if value > 0 else -1, tuple(chunks or ()),
+                         correction if value <= 0 else "")
+                    for user, value, chunks, correction in s.execute(query)
+                    if value > 0 or correction is not None]
 
-    def recompute(self, actor: str) -> dict[str, int]:
-        """Replace every boost with one computed from today's ratings; returns a summary."""
-        boosts = feedback_boosts(self.votes())
+    def recompute(self, actor: str, holds: Callable[[str, str], bool] | None = None
+                  ) -> dict[str, int]:
+        """Replace every boost with one computed from today's ratings; returns a summary.
+        `holds(chunk id, correction)`: whether a cited chunk says what a correction says; a
+        👎 does not lower such a chunk (see `Vote.sparing`)."""
+        votes = self.votes()
+        boosts = feedback_boosts([v.sparing(holds) for v in votes] if holds else votes)
         now = utcnow()
         summary = {"chunks": len(boosts), "raised": sum(b > 0 for b, _, _ in boosts.values()),
                    "lowered": sum(b < 0 for b, _, _ in boosts.values())}
