@@ -90,6 +90,12 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    deleted = AdapterRegistry(settings.adapters_dir).prune(args.keep)
+    print(f"Deleted {', '.join(deleted)}." if deleted else "Nothing to delete.")
+    return 0
+
+
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from tuning.nightly import evaluate_version
 
@@ -147,6 +153,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_promote)
     commands.add_parser("rollback", help="Serve the previous version again").set_defaults(
         func=cmd_rollback)
+    p = commands.add_parser("prune", help="Delete old versions but the newest N, the serving one "
+                                          "and the N served most recently (nightly runs do it)")
+    p.add_argument("--keep", type=int, default=30)
+    p.set_defaults(func=cmd_prune)
     with_knobs(commands, "eval", "Measure a version (or 'base') the way the gate does",
                cmd_eval).add_argument("version", nargs="?")
     p = commands.add_parser("runs", help="Recent training runs and the gate's decisions")

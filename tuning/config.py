@@ -118,6 +118,9 @@ class GateConfig:
     accuracy_margin: float = field(default=0.05, metadata={
         "help": "Gate: the share of held-out answers that give the rated answer's facts may "
                 "drop this much"})
+    keep_versions: int = field(default=30, metadata={
+        "help": "After a run, delete adapter versions but the newest N, the serving one and the "
+                "N served most recently (0: keep all); a version is ~11 MB"})
 
 
 GROUPS = (TrainingConfig, DataConfig, GateConfig)

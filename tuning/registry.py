@@ -108,6 +108,9 @@ class AdapterRegistry:
             raise RegistryError("Nothing to roll back: the base model is serving.")
         previous = next((h["previous"] for h in reversed(self.history())
                          if h["version"] == current and h.get("reason") != "rollback"), None)
+        if previous is not None and previous not in self.versions():
+            raise RegistryError(f"{previous}, served before {current}, was pruned; promote one "
+                                "of `assistant tune list` instead.")
         if previous is None:
             (self.root / POINTER).unlink(missing_ok=True)
         else:
@@ -116,3 +119,28 @@ class AdapterRegistry:
             log.write(json.dumps({"at": datetime.now(UTC).isoformat(), "version": previous,
                                   "previous": current, "reason": "rollback"}) + "\n")
         return previous
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete old versions, keeping the newest `keep`, the serving one and the `keep` served
+        most recently (those a rollback returns to); `keep` 0 keeps all. Returns the deleted.
+
+        A nightly run adds a version every night, ~11 MB for the packaged model whether it was
+        promoted or not: unattended, that is 4 GB a year."""
+        if keep <= 0:
+            return []
+        versions = self.versions()
+        served: list[str] = []
+        for entry in reversed(self.history()):
+            for version in (entry.get("version"), entry.get("previous")):
+                if version and version not in served:
+                    served.append(version)
+        kept = set(versions[-keep:]) | set(served[:keep]) | {self.current()}
+        deleted = []
+        for version in versions:
+            if version in kept:
+                continue
+            doomed = self.root / f".deleted-{version}"
+            os.rename(self.root / version, doomed)  # gone from `versions()` at once
+            shutil.rmtree(doomed, ignore_errors=True)
+            deleted.append(version)
+        return deleted

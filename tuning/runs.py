@@ -104,6 +104,10 @@ class Run:
                     decision={"promote": decision.promote, "reasons": decision.reasons}, **record)
         write_report(self.settings.data_dir / "tuning" / "reports" / f"run-{self.id:04d}",
                      result.log_history, metrics, decision)
+        pruned = self.registry.prune(self.cfg.keep_versions)
+        if pruned:
+            logger.info("Deleted old adapter versions %s (--keep-versions %d)",
+                        ", ".join(pruned), self.cfg.keep_versions)
         logger.info("%s run %d: %s %s (%s)", kind, self.id, status, version,
                     "; ".join(decision.reasons))
         return RunOutcome(self.id, status, version, decision.reasons)
