@@ -229,6 +229,10 @@ def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> 
     assert measured["version"] == "v0001" and 0 <= measured["golden_pass"] <= 1
     assert measured["golden_loss"] > 0 and measured["heldout_loss"] is None  # no ratings yet
     assert main(["tune", "eval", "v0099"]) == 1
+    capsys.readouterr()
+    assert main(["tune", "prune", "--keep", "1"]) == 0  # v0001 serves, v0002 is the newest
+    assert "Nothing to delete" in capsys.readouterr().out
+    assert registry.versions() == ["v0001", "v0002"]
 
 
 def test_dialog_tuning_trains_from_the_knowledge_base_and_records_the_comparison(
