@@ -211,7 +211,7 @@ def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> 
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
     registry = AdapterRegistry(tmp_path / "data" / "adapters")
     base = AutoModelForCausalLM.from_pretrained(resolve_base_model("", MODEL_CACHE))
-    for _ in range(2):
+    for _ in range(3):
         staging = registry.staging_dir()
         get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(staging)
         registry.commit(staging, {"kind": "test"})
@@ -230,9 +230,10 @@ def test_rollback_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> 
     assert measured["golden_loss"] > 0 and measured["heldout_loss"] is None  # no ratings yet
     assert main(["tune", "eval", "v0099"]) == 1
     capsys.readouterr()
-    assert main(["tune", "prune", "--keep", "1"]) == 0  # v0001 serves, v0002 is the newest
-    assert "Nothing to delete" in capsys.readouterr().out
-    assert registry.versions() == ["v0001", "v0002"]
+    # v0001 serves (and was served last), v0003 is the newest: v0002 goes.
+    assert main(["tune", "prune", "--keep", "1"]) == 0
+    assert "Deleted v0002." in capsys.readouterr().out
+    assert registry.versions() == ["v0001", "v0003"] and registry.current() == "v0001"
 
 
 def test_dialog_tuning_trains_from_the_knowledge_base_and_records_the_comparison(
