@@ -104,6 +104,14 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind(opening, "It opens at 7:00 on weekdays.")
     assert answers_kind("What time does it open on Sundays?", "It is closed on Sundays.")
     assert answers_kind("What time of year is the meeting?", "It is held in March.")
+    # "How long" wants a duration or a span of hours, not the time something happens.
+    demo = "How long does each member get at Demo Night?"
+    assert not answers_kind(demo, "Demo Night is held on the last Friday of every month at 18:00.")
+    assert answers_kind(demo, "Members show their work in five minutes each.")
+    assert answers_kind("How long are parcels kept?", "Parcels are kept for 10 days.")
+    assert answers_kind("How long is it open on Saturday?", "It is open from 09:00 to 17:00.")
+    assert answers_kind("How long can guests stay?", "Guests may stay until 21:00.")
+    assert answers_kind("How long is lunch?", "Lunch lasts half an hour.")
 
 
 def test_run_on_text_after_the_answer_is_cut() -> None:

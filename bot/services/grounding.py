@@ -136,6 +136,16 @@ _ASKS_CLOCK = re.compile(r"\b(what|which|at what) time\b(?! of (the )?(year|day|
                          r"\bhow (late|early)\b", re.I)
 _CLOCK = re.compile(r"\d|\b(noon|midday|midnight|morning|afternoon|evening|night|closed|"
                     r"around the clock)\b", re.I)
+# "How long" wants a duration (or a length): a number with its unit, or a span of clock times;
+# "at 18:00" or "every month" is no answer to "How long does each member get?".
+_ASKS_DURATION = re.compile(r"\bhow long\b", re.I)
+_UNITS = (r"(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|nights?|weeks?|fortnights?|"
+          r"months?|years?|metres?|meters?|km|kilometres?|kilometers?|miles?|feet|foot)")
+_DURATION = re.compile(
+    r"(?:\d+(?:[.,]\d+)?|\b(?:" + "|".join(NUMBER_WORDS) + r"|a|an|a few|several|half an?|"
+    r"half a)\b)[\s-]*" + _UNITS + r"\b"
+    r"|\d{1,2}[:.]\d{2}\s*(?:-|–|to|until|till)\s*\d{1,2}[:.]\d{2}"
+    r"|\b(?:until|till|overnight|all day|around the clock)\b|24/7", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
@@ -176,6 +186,8 @@ def answers_kind(question: str, sentence: str) -> bool:
         return any(normalise(n) not in asked for n in names)
     if _ASKS_CLOCK.search(question):
         return _CLOCK.search(sentence) is not None
+    if _ASKS_DURATION.search(question):
+        return _DURATION.search(sentence) is not None
     if _ASKS_YEAR.search(question):
         return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None
     if _ASKS_MONTH.search(question):
