@@ -207,14 +207,14 @@ class KnowledgeService:
         evidence was right, the answer was not."""
         from bot.services.grounding import supported
 
-        cited = [c for v in self.boosts.votes() if v.value < 0 and v.correction
-                 for c in v.chunk_ids]
-        texts = self.index.texts(cited)
+        votes = self.boosts.votes()
+        texts = self.index.texts(c for v in votes if v.value < 0 and v.correction
+                                 for c in v.chunk_ids)
 
         def holds(chunk_id: str, correction: str) -> bool:
             return chunk_id in texts and supported(correction, [texts[chunk_id]])
 
-        return self.boosts.recompute(actor, holds)
+        return self.boosts.recompute(actor, [v.sparing(holds) for v in votes])
 
     def _current_boosts(self) -> dict[str, float]:
         loaded_at, boosts = self._boost_map

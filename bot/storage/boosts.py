@@ -4,7 +4,6 @@ from them. Recomputed nightly (`assistant tune nightly`) or by hand (`assistant 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,13 +44,10 @@ class BoostStore:
                     for user, value, chunks, correction in s.execute(query)
                     if value > 0 or correction is not None]
 
-    def recompute(self, actor: str, holds: Callable[[str, str], bool] | None = None
-                  ) -> dict[str, int]:
-        """Replace every boost with one computed from today's ratings; returns a summary.
-        `holds(chunk id, correction)`: whether a cited chunk says what a correction says; a
-        👎 does not lower such a chunk (see `Vote.sparing`)."""
-        votes = self.votes()
-        boosts = feedback_boosts([v.sparing(holds) for v in votes] if holds else votes)
+    def recompute(self, actor: str, votes: list[Vote] | None = None) -> dict[str, int]:
+        """Replace every boost with one computed from `votes` (default: today's ratings, as
+        `votes()` reads them); returns a summary."""
+        boosts = feedback_boosts(self.votes() if votes is None else votes)
         now = utcnow()
         summary = {"chunks": len(boosts), "raised": sum(b > 0 for b, _, _ in boosts.values()),
                    "lowered": sum(b < 0 for b, _, _ in boosts.values())}
