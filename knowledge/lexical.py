@@ -10,12 +10,18 @@ per word and document), not time per question.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import re
 from collections import Counter
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 
@@ -53,6 +59,33 @@ class CorpusStats:
     def from_json(cls, data: dict) -> CorpusStats:
         return cls(int(data["texts"]), float(data["average"]),
                    {str(w): int(d) for w, d in data["df"].items()})
+
+    @classmethod
+    def read(cls, path: Path, key: Sequence[int]) -> CorpusStats | None:
+        """The statistics saved at `path` for the collection `key` names, else None (a file
+        for another key, none, or an unreadable one: logged)."""
+        try:
+            data = json.loads(path.read_text())
+            if tuple(data["signature"]) != tuple(key):
+                return None
+            return cls.from_json(data["stats"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("Ignoring unreadable BM25 statistics %s: %s", path, e)
+            return None
+
+    def write(self, path: Path, key: Sequence[int]) -> None:
+        """Save atomically under `key` (readers see the old file or the new one); failures are
+        logged, and the next process counts again."""
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"signature": list(key), "stats": self.to_json()},
+                                      separators=(",", ":")))
+            tmp.replace(path)
+        except OSError as e:  # a read-only data dir: searches still work, counted each time
+            logger.warning("Could not save BM25 statistics to %s: %s", path, e)
+            tmp.unlink(missing_ok=True)
 
 
 class BM25(Generic[K]):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -252,39 +251,14 @@ class KnowledgeService:
         signature = self.store.knowledge_signature()
         if self._stats is not None and self._stats[0] == signature:
             return self._stats[1]
-        stats = self._read_stats(signature)
+        stats = CorpusStats.read(self._stats_file, signature) if self._stats_file else None
         if stats is None:
             stats = CorpusStats.of(Counter(tokens(f"{title}\n{text}"))
                                    for _, title, text in self.store.document_texts())
-            self._write_stats(signature, stats)
+            if self._stats_file:
+                stats.write(self._stats_file, signature)
         self._stats = (signature, stats)
         return stats
-
-    def _read_stats(self, signature: Signature) -> CorpusStats | None:
-        if self._stats_file is None:
-            return None
-        try:
-            data = json.loads(self._stats_file.read_text())
-            if tuple(data["signature"]) != signature:
-                return None
-            return CorpusStats.from_json(data["stats"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            logger.warning("Ignoring unreadable BM25 statistics %s: %s", self._stats_file, e)
-            return None
-
-    def _write_stats(self, signature: Signature, stats: CorpusStats) -> None:
-        if self._stats_file is None:
-            return
-        tmp = self._stats_file.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps({"signature": signature, "stats": stats.to_json()},
-                                      separators=(",", ":")))
-            tmp.replace(self._stats_file)  # atomic: readers never see half a file
-        except OSError as e:  # a read-only data dir: searches still work, counted each time
-            logger.warning("Could not save BM25 statistics to %s: %s", self._stats_file, e)
-            tmp.unlink(missing_ok=True)
 
     def uncovered(self, question: str, language: str | None = None) -> list[str]:
         """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""
