@@ -23,16 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bot.storage.db import Database
-from bot.storage.store import Store
 from tests.botapi import BotAPIEmulator
 from tests.chroma import free_port
 from tests.conftest import ROOT
-from tests.test_deploy import NIGHTLY_KNOBS, SECRET, answer_row, ask
-from tests.test_tuning import seed_ratings
+from tests.test_deploy import SECRET, base_answers_then_the_nightly_adapter
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
@@ -123,24 +119,8 @@ services:
                                  "building C. Parking there is free for the first two hours.\n")
             assert added.returncode == 0, added.stderr
 
-            reply = await ask(botapi, "Where do visitors park?")
-            assert "Visitor parking" in reply["text"]
-            assert answer_row(db_url, reply)[1] == "base"  # vLLM's base model answered
-
-            seed_ratings(Store(Database(db_url)))
-            nightly = run_in(compose, env, "nightly", "assistant", "tune", "nightly",
-                             *NIGHTLY_KNOBS)
-            assert nightly.returncode == 0, nightly.stderr[-3000:]
-            assert "candidate v0001" in nightly.stdout, nightly.stdout
-            if ": promoted," not in nightly.stdout:  # the gate said no: the operator overrides
-                promoted = run_in(compose, env, "nightly", "assistant", "tune", "promote",
-                                  "v0001")
-                assert promoted.returncode == 0, promoted.stderr
-
-            reply = await ask(botapi, "Is visitor parking free?")
-            answer, adapter = answer_row(db_url, reply)
-            assert answer and adapter == "v0001"
-            served = httpx.get(f"http://127.0.0.1:{engine_port}/v1/models").json()["data"]
-            assert "v0001" in [m["id"] for m in served]  # loaded into vLLM, which answered
+            await base_answers_then_the_nightly_adapter(
+                botapi, db_url, f"http://127.0.0.1:{engine_port}/v1/models",
+                lambda *args: run_in(compose, env, "nightly", "assistant", *args))
     finally:
         await botapi.stop()

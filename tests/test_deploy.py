@@ -15,6 +15,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -67,6 +68,32 @@ async def ask(botapi: BotAPIEmulator, question: str) -> dict:
     return await botapi.wait_for_message(USER, count=count, timeout=180)
 
 
+async def base_answers_then_the_nightly_adapter(
+        botapi: BotAPIEmulator, db_url: str, models_url: str,
+        assistant: Callable[..., subprocess.CompletedProcess]) -> None:
+    """What both deploy tests check once the pieces run and the parking note is in the
+    knowledge base: vLLM's base model answers; the nightly service trains on ratings in
+    PostgreSQL (`assistant(*args)` runs `assistant …` where the operator would); its adapter,
+    promoted, answers the next question, loaded into vLLM (listed at `models_url`)."""
+    reply = await ask(botapi, "Where do visitors park?")
+    assert "Visitor parking" in reply["text"]
+    assert answer_row(db_url, reply)[1] == "base"  # vLLM's base model answered
+
+    seed_ratings(Store(Database(db_url)))
+    nightly = assistant("tune", "nightly", *NIGHTLY_KNOBS)
+    assert nightly.returncode == 0, nightly.stderr[-3000:]
+    assert "candidate v0001" in nightly.stdout, nightly.stdout
+    if ": promoted," not in nightly.stdout:  # the gate said no: the operator overrides
+        promoted = assistant("tune", "promote", "v0001")
+        assert promoted.returncode == 0, promoted.stderr
+
+    reply = await ask(botapi, "Is visitor parking free?")
+    answer, adapter = answer_row(db_url, reply)
+    assert answer and adapter == "v0001"
+    served = httpx.get(models_url).json()["data"]
+    assert "v0001" in [m["id"] for m in served]  # loaded into vLLM, which answered
+
+
 async def test_scaled_out_pieces_answer_by_webhook_through_vllm_and_serve_the_nightly_adapter(
         botapi: BotAPIEmulator, tmp_path: Path) -> None:
     need(VLLM_PYTHON, "engine-vllm")
@@ -99,25 +126,9 @@ async def test_scaled_out_pieces_answer_by_webhook_through_vllm_and_serve_the_ni
                                   timeout=240, what="the bot to set its webhook")
             assert bot.returncode is None, (tmp_path / "bot.log").read_text()[-3000:]
             assert botapi.webhook_secret == SECRET and not botapi.calls_to("getUpdates")
-
-            reply = await ask(botapi, "Where do visitors park?")
-            assert "Visitor parking" in reply["text"]
-            assert answer_row(db_url, reply)[1] == "base"  # vLLM's base model answered
-
-            # The nightly service: ratings in PostgreSQL, training in its own process.
-            seed_ratings(Store(Database(db_url)))
-            nightly = cli(env, "tune", "nightly", *NIGHTLY_KNOBS)
-            assert nightly.returncode == 0, nightly.stderr[-3000:]
-            assert "candidate v0001" in nightly.stdout, nightly.stdout
-            if ": promoted," not in nightly.stdout:  # the gate said no: the operator overrides
-                promoted = cli(env, "tune", "promote", "v0001")
-                assert promoted.returncode == 0, promoted.stderr
-
-            reply = await ask(botapi, "Is visitor parking free?")
-            answer, adapter = answer_row(db_url, reply)
-            assert answer and adapter == "v0001"
-            served = httpx.get(f"{llm_url}/models").json()["data"]
-            assert "v0001" in [m["id"] for m in served]  # loaded into vLLM, which answered
+            # The nightly service trains in its own process.
+            await base_answers_then_the_nightly_adapter(
+                botapi, db_url, f"{llm_url}/models", lambda *args: cli(env, *args))
         finally:
             await stop_assistant(bot, log)
         assert bot.returncode == 0, (tmp_path / "bot.log").read_text()[-3000:]
