@@ -185,7 +185,11 @@ def cmd_boosts(svc: Services, args: argparse.Namespace) -> int:
     if not rows:
         print("No boosts: no rated answer has cited a chunk yet (or they were reset).")
     for b in rows[: args.limit]:
-        print(f"{b.boost:+.4f}  {b.chunk_id:<14} 👍 {b.up} users, 👎+correction {b.down} users")
+        asked = (f", for questions like “{b.questions[0]}”"
+                 + (f" (+{len(b.questions) - 1} more)" if len(b.questions) > 1 else "")
+                 if b.questions else ", for every question")
+        print(f"{b.boost:+.4f}  {b.chunk_id:<14} 👍 {b.up} users, 👎+correction {b.down} users"
+              f"{asked}")
     return 0
 
 

@@ -194,16 +194,29 @@ class KnowledgeIndex:
     def search(self, query: str, k: int, context: str = "") -> list[Hit]:
         """The `k` chunks nearest to `query` (folded with `context`, the question it follows up,
         if any: see `knowledge.retrieval.fold`), best first."""
+        vector = self.query_vector(query, context)
+        return self.search_vector(vector, k) if vector is not None else []
+
+    def query_vector(self, query: str, context: str = "") -> list[float] | None:
+        """What `search` looks for: the question's vector, folded with `context`'s; None for
+        an empty question."""
         if not query.strip():
-            return []
+            return None
         if context.strip():
             from knowledge.retrieval import fold
 
             asked, previous = self._embedder.embed([query, context])
-            vector = [fold(asked, previous)]
-        else:
-            vector = self._embedder.embed([query])
-        taken = self._snapshot_hits(vector[0], k)
+            return fold(asked, previous)
+        return self._embedder.embed([query])[0]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Questions' vectors, as `query_vector` makes them."""
+        return self._embedder.embed(texts) if texts else []
+
+    def search_vector(self, query_vector: list[float], k: int) -> list[Hit]:
+        """The `k` chunks nearest to `query_vector`, best first."""
+        vector = [query_vector]
+        taken = self._snapshot_hits(query_vector, k)
         if taken is not None:
             return taken
         with self._using() as collection:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from bot.config import Settings
@@ -18,12 +19,16 @@ from knowledge.retrieval import (
     BOOST_USERS,
     MAX_BOOST,
     Ranking,
+    StoredBoost,
     Vote,
+    boost_questions,
+    conditional_boosts,
     feedback_boosts,
     fetch_size,
     fold,
     lexical_overlap,
     rank,
+    reach,
 )
 from tests.fakes import FakeEmbedder
 
@@ -241,27 +246,43 @@ def test_boosts_are_bounded_and_count_each_user_once() -> None:
     assert feedback_boosts([Vote(4, -1, ("c",))])["c"][0] < 0
 
 
-def _answer(services: Services, chunk_ids: list[str]) -> int:
+def _answer(services: Services, chunk_ids: list[str],
+            question: str = "Is parking free for guests?") -> int:
     conv = services.store.active_conversation(1)
-    return services.store.add_message(conv, "assistant", "an answer", chunk_ids=chunk_ids)
+    asked = services.store.add_message(conv, "user", question)
+    return services.store.add_message(conv, "assistant", "an answer", chunk_ids=chunk_ids,
+                                      question_id=asked)
+
+
+def _two_parking_pages(knowledge: KnowledgeService) -> tuple[int, int]:
+    """Two pages close in similarity for "Is parking free for guests?" (0.81 and 0.78 with the
+    fake embedder), so that ratings decide; their document ids, the nearer first."""
+    knowledge.ranking = Ranking(per_document=1)
+    a = knowledge.add_text("Parking", "Parking is free for guests at the back.", "t:a", "test")
+    b = knowledge.add_text("Parking", "Parking is free for guests, ask at the desk.", "t:b",
+                           "test")
+    return a.document.id, b.document.id
+
+
+def _prefer(services: Services, winner: str, loser: str, users: range,
+            question: str = "Is parking free for guests?") -> None:
+    """Each of `users` 👍 an answer to `question` citing `winner`, and 👎 with a correction one
+    citing `loser`."""
+    for user in users:
+        services.feedback.rate(_answer(services, [winner], question), UserInfo(user), 1)
+        down = _answer(services, [loser], question)
+        services.feedback.rate(down, UserInfo(user), -1)
+        services.feedback.correct(down, UserInfo(user), "Parking costs 5 euros.")
 
 
 def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
     knowledge: KnowledgeService = services.knowledge
-    knowledge.ranking = Ranking(per_document=1)
-    # Close in similarity (0.81 and 0.78 with the fake embedder): ratings decide.
-    a = knowledge.add_text("Parking", "Parking is free for guests at the back.", "t:a", "test")
-    b = knowledge.add_text("Parking", "Parking is free for guests, ask at the desk.", "t:b",
-                           "test")
+    a, b = _two_parking_pages(knowledge)
     query = "Is parking free for guests?"
     before = [h.document_id for h in knowledge.search(query, 2)]
-    assert before[0] == a.document.id
-    loser, winner = f"{a.document.id}:1:0", f"{b.document.id}:1:0"
-    for user in (11, 12, 13, 14):
-        services.feedback.rate(_answer(services, [winner]), UserInfo(user), 1)
-        down = _answer(services, [loser])
-        services.feedback.rate(down, UserInfo(user), -1)
-        services.feedback.correct(down, UserInfo(user), "Parking costs 5 euros.")
+    assert before[0] == a
+    loser, winner = f"{a}:1:0", f"{b}:1:0"
+    _prefer(services, winner, loser, range(11, 15))
     services.feedback.rate(_answer(services, [loser]), UserInfo(15), -1)  # no correction: no vote
     summary = knowledge.recompute_boosts("test")
     assert summary == {"chunks": 2, "raised": 1, "lowered": 1}
@@ -269,12 +290,55 @@ def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
     assert (boosts[winner].up, boosts[loser].down) == (4, 4)
     knowledge._boost_map = (-1e9, {})  # skip the cache's minute
     after = knowledge.search(query, 2)
-    assert [h.document_id for h in after] == [b.document.id, a.document.id]
+    assert [h.document_id for h in after] == [b, a]
     assert "boosts" in [e.action for e in services.store.audit_entries(5)]
 
     assert knowledge.boosts.reset("test") == 2
     knowledge._boost_map = (-1e9, {})
     assert [h.document_id for h in knowledge.search(query, 2)] == before
+
+
+def test_a_boost_applies_to_questions_like_the_rated_one(services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    a, b = _two_parking_pages(knowledge)
+    rated = "Is parking free for guests?"
+    # Cosines to the rated question with the fake embedder: 0.91 (the same question in other
+    # words) and 0.60 (another question, on which the two pages are 0.02 apart).
+    same, other = "Is parking free for guests today?", "Where is guest parking, is it free?"
+    first = {q: knowledge.search(q, 2)[0].document_id for q in (rated, same, other)}
+    assert first == {rated: a, same: a, other: a}
+    loser, winner = f"{a}:1:0", f"{b}:1:0"
+    _prefer(services, winner, loser, range(31, 35), rated)
+    knowledge.recompute_boosts("test")
+    assert {b.chunk_id: b.questions for b in knowledge.boosts.all()} == {
+        winner: (rated,), loser: (rated,)}
+    knowledge._boost_map = (-1e9, {})
+    first = {q: knowledge.search(q, 2)[0].document_id for q in (rated, same, other)}
+    assert first == {rated: b, same: b, other: a}
+    # The same boosts for every question (as computed before they had questions) would have
+    # turned the other question's ranking too.
+    knowledge.boosts.recompute("test")
+    assert all(not b.questions for b in knowledge.boosts.all())
+    knowledge._boost_map = (-1e9, {})
+    assert knowledge.search(other, 2)[0].document_id == b
+
+
+def test_reach_is_bounded_and_follows_the_nearest_rated_question() -> None:
+    assert [reach(s) for s in (0.2, 0.6, 0.7, 0.8, 0.95)] == pytest.approx([0, 0, 0.5, 1, 1])
+    stored = {"c": StoredBoost(0.04, np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)),
+              "d": StoredBoost(-0.02, None)}
+    assert conditional_boosts([0.0, 1.0], stored, ["c", "d", "e"]) == pytest.approx(
+        {"c": 0.04, "d": -0.02})
+    assert conditional_boosts([math.sqrt(0.5), math.sqrt(0.5)], stored, ["c"]) == \
+        pytest.approx({"c": 0.04 * reach(math.sqrt(0.5))})
+    assert conditional_boosts([-1.0, 0.0], stored, ["c", "d"]) == pytest.approx({"d": -0.02})
+    assert conditional_boosts(None, stored, ["c"]) == {"c": 0.04}
+    # Questions are kept per chunk, those most users asked first, whitespace aside.
+    votes = [Vote(1, 1, ("c",), question="Where  is it?"), Vote(2, 1, ("c",),
+             question="Where is it?"), Vote(2, 1, ("c", "d"), question="Open when?"),
+             Vote(3, 1, ("d",))]
+    assert boost_questions(votes) == {"c": ["Where is it?", "Open when?"], "d": ["Open when?"]}
+    assert boost_questions(votes, limit=1)["c"] == ["Where is it?"]
 
 
 def test_a_correction_spares_the_cited_chunk_that_says_it(services: Services) -> None:

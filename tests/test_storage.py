@@ -46,7 +46,7 @@ def test_upgrade_runs_alembic_only_when_the_schema_is_behind(tmp_path, monkeypat
     assert calls == []  # at the head: only read
     from alembic.config import Config
 
-    from bot.storage.db import ALEMBIC_DIR
+    from bot.storage.db import ALEMBIC_DIR, head_revision
 
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
@@ -55,9 +55,10 @@ def test_upgrade_runs_alembic_only_when_the_schema_is_behind(tmp_path, monkeypat
         command.downgrade(cfg, "0008")
     assert db.revision() == "0008"
     db.upgrade()
-    assert calls == ["head"] and db.revision() == "0009"
+    assert calls == ["head"] and db.revision() == head_revision() == "0010"
     columns = {c["name"] for c in inspect(db.engine).get_columns("corrections")}
     assert {"review", "reviewed_at"} <= columns
+    assert "questions" in {c["name"] for c in inspect(db.engine).get_columns("retrieval_boosts")}
 
 
 def test_a_changed_vote_updates_the_one_rating(tmp_path) -> None:

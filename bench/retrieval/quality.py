@@ -14,7 +14,17 @@ from knowledge.chunking import chunk_text
 from knowledge.documents import UnsupportedDocument, parse_file
 from knowledge.index import Hit, KnowledgeIndex
 from knowledge.lexical import BM25
-from knowledge.retrieval import Ranking, Vote, feedback_boosts, fetch_size, fold, rank
+from knowledge.retrieval import (
+    Ranking,
+    StoredBoost,
+    Vote,
+    boost_questions,
+    conditional_boosts,
+    feedback_boosts,
+    fetch_size,
+    fold,
+    rank,
+)
 
 
 @dataclass
@@ -116,14 +126,17 @@ def _lexical(corpus: Corpus, question: str, hits: list[Hit],
 
 
 def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.ndarray,
-                      ranking: Ranking, raters: int = 3) -> dict:
+                      ranking: Ranking, paraphrases: dict[str, str], embedder,
+                      raters: int = 3) -> dict:
     """Simulated ratings on half the questions: each of `raters` honest users asks every
     question of that half; the answer cites the top 3 chunks; 👍 when the expected page is the
     first hit, else 👎 with a correction: the expected page's passage nearest the question.
     As in the product (`KnowledgeService.recompute_boosts`), a 👎 does not lower a cited chunk
-    that says what its correction says; the boosts of the code before, which lowered every
-    cited chunk, are reported too. Then one user 👍s a wrong chunk for every question, 50
-    times each. Reports recall/MRR before and after, on the rated half and the other."""
+    that says what its correction says, and each boost applies to questions like the rated
+    ones (`knowledge.retrieval.reach`); the same boosts applied to every question (the code
+    before) are reported too. Then one user 👍s a wrong chunk for every question, 50 times
+    each. Reports recall/MRR before and after on the rated half, on the rated half asked in
+    other words (`paraphrases`: {question index: wording}) and on the other half."""
     from bot.services.grounding import supported
 
     names = [p.name for p in corpus.pages]
@@ -138,45 +151,67 @@ def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qve
             chunks.text[max(own, key=lambda j: float(chunks.matrix[j] @ qvecs[i]))]
         for user in range(raters):
             votes.append(Vote(user, 1 if good else -1, tuple(h.chunk_id for h in cited),
-                              correction))
-    everyone = {cid: b for cid, (b, _, _) in feedback_boosts(votes).items()}
+                              correction, questions[i]["q"]))
 
     def holds(chunk_id: str, correction: str) -> bool:
         return supported(correction, [chunks.text[int(chunk_id)]])
 
     votes = [v.sparing(holds) for v in votes]
-    honest = {cid: b for cid, (b, _, _) in feedback_boosts(votes).items()}
+    vectors = {questions[i]["q"]: qvecs[i] for i in rated}
+
+    def stored(votes: list[Vote]) -> dict[str, StoredBoost]:
+        asked = boost_questions(votes)
+        return {cid: StoredBoost(b, np.stack([vectors[q] for q in asked[cid]]))
+                for cid, (b, _, _) in feedback_boosts(votes).items()}
+
+    honest = stored(votes)
+    everywhere = {cid: b.boost for cid, b in honest.items()}
     attack = []
     for i in rated:
         fifth = retrieve(corpus, chunks, questions[i]["q"], qvecs[i], ranking, k=5)[-1:]
-        attack += [Vote(999, 1, tuple(h.chunk_id for h in fifth))] * 50
-    attacked = {cid: b for cid, (b, _, _) in feedback_boosts(votes + attack).items()}
+        attack += [Vote(999, 1, tuple(h.chunk_id for h in fifth),
+                        question=questions[i]["q"])] * 50
+    attacked = stored(votes + attack)
+    para_idx = [i for i in rated if str(i) in paraphrases]
+    para_questions = [dict(questions[i], q=paraphrases[str(i)]) for i in para_idx]
+    para_vecs = np.array(embedder.embed([q["q"] for q in para_questions]), dtype=np.float32)
 
-    def halves(boosts: dict[str, float] | None) -> dict:
+    def conditional(boosts: dict[str, StoredBoost]):  # type: ignore[no-untyped-def]
+        return lambda vector: conditional_boosts(vector, boosts, boosts)
+
+    def halves(boosts) -> dict:  # type: ignore[no-untyped-def]
         out = {}
-        for label, idx in (("rated", rated),
-                           ("not rated", [i for i in range(len(questions)) if i % 2])):
-            m = evaluate(corpus, chunks, [questions[i] for i in idx], qvecs[idx], ranking,
-                         boosts=boosts)
+        for label, items, vecs in (
+                ("rated", [questions[i] for i in rated], qvecs[rated]),
+                ("rated, other words", para_questions, para_vecs),
+                ("not rated", [questions[i] for i in range(len(questions)) if i % 2],
+                 qvecs[[i for i in range(len(questions)) if i % 2]])):
+            m = evaluate(corpus, chunks, items, vecs, ranking, boosts=boosts)
             out[label] = {k: m[k] for k in ("recall@1", "recall@5", "mrr@10")}
         return out
 
     return {"before": halves(None),
-            "after honest ratings, every cited chunk lowered by a 👎 (before)": halves(everyone),
-            "after honest ratings": halves(honest),
+            "after honest ratings, boosts for every question (before)": halves(everywhere),
+            "after honest ratings": halves(conditional(honest)),
             "after honest ratings + one account's 50 👍 per question on a wrong chunk":
-                halves(attacked),
-            "largest boost": round(max(honest.values(), default=0.0), 4),
+                halves(conditional(attacked)),
+            "paraphrases": len(para_questions),
+            "paraphrase cosine to the rated question, median": round(float(np.median(
+                [float(para_vecs[j] @ qvecs[i]) for j, i in enumerate(para_idx)])), 3),
+            "largest boost": round(max((b.boost for b in honest.values()), default=0.0), 4),
             "largest boost one account gave": round(max(
-                (attacked.get(v.chunk_ids[0], 0.0) - honest.get(v.chunk_ids[0], 0.0)
-                 for v in attack if v.chunk_ids), default=0.0), 4)}
+                (attacked[v.chunk_ids[0]].boost - honest.get(
+                    v.chunk_ids[0], StoredBoost(0.0)).boost
+                 for v in attack if v.chunk_ids and v.chunk_ids[0] in attacked),
+                default=0.0), 4)}
 
 
 def evaluate(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.ndarray,
              ranking: Ranking | None, bm25_weight: float = 0.0, k: int = 5,
-             boosts: dict[str, float] | None = None) -> dict:
+             boosts=None) -> dict:  # type: ignore[no-untyped-def]
     """recall@1/@5 and MRR@10 of the expected page among the documents of the top-k chunks
-    (`ranking` None: the top k chunks by cosine, as before this change)."""
+    (`ranking` None: the top k chunks by cosine, as before this change); `boosts`: {chunk id:
+    boost}, or a function of the question's vector that gives them."""
     names = [p.name for p in corpus.pages]
     ranks = []
     for item, q in zip(questions, qvecs, strict=True):
@@ -194,7 +229,7 @@ def evaluate(corpus: Corpus, chunks: Chunks, questions: list[dict], qvecs: np.nd
         hits = [Hit(str(i), chunks.doc[i], 1, corpus.titles[chunks.doc[i]], chunks.text[i],
                     float(sims[i]) + bonus.get(i, 0.0)) for i in top]
         hits.sort(key=lambda h: -h.score)
-        chosen = rank(item["q"], hits, 10, ranking, boosts,
+        chosen = rank(item["q"], hits, 10, ranking, boosts(q) if callable(boosts) else boosts,
                       _lexical(corpus, item["q"], hits, ranking)) if ranking else hits[:10]
         docs: list[int] = []
         for pos, h in enumerate(chosen):

@@ -111,9 +111,10 @@ def measure_quality(embedder, tag: str = "") -> tuple[dict, dict]:  # type: igno
             by_similarity)
         print(f"follow-ups {name}: {chosen['follow_ups'][name]}", flush=True)
     chosen["feedback"] = {}
+    paraphrases = json.loads((HERE / "paraphrases.json").read_text())
     for name, (corpus, questions, _, qvecs) in corpora.items():
-        chosen["feedback"][name] = quality.simulate_feedback(corpus, built[name], questions,
-                                                             qvecs, product)
+        chosen["feedback"][name] = quality.simulate_feedback(
+            corpus, built[name], questions, qvecs, product, paraphrases[name], embedder)
         print(f"feedback {name}: {chosen['feedback'][name]}", flush=True)
     return results, chosen
 

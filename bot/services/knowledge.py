@@ -25,7 +25,14 @@ from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
 from knowledge.index import Hit, KnowledgeIndex
 from knowledge.lexical import BM25, CorpusStats, tokens
-from knowledge.retrieval import DEFAULT_RANKING, Ranking, fetch_size, rank
+from knowledge.retrieval import (
+    DEFAULT_RANKING,
+    Ranking,
+    StoredBoost,
+    conditional_boosts,
+    fetch_size,
+    rank,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ class KnowledgeService:
         self.index = index
         self.ranking = ranking or DEFAULT_RANKING
         self.boosts = boosts or BoostStore(store.db)
-        self._boost_map: tuple[float, dict[str, float]] = (-BOOSTS_TTL_S, {})
+        self._boost_map: tuple[float, dict[str, StoredBoost]] = (-BOOSTS_TTL_S, {})
         self._embedder = embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
@@ -192,18 +199,23 @@ class KnowledgeService:
         (default: this service's, one chunk per document; see `knowledge.retrieval`), nudged by
         feedback boosts; `context`: the question `query` follows up."""
         ranking = ranking or self.ranking
-        hits = self.index.search(query, 2 * fetch_size(k, ranking), context)
+        vector = self.index.query_vector(query, context)
+        if vector is None:
+            return []
+        hits = self.index.search_vector(vector, 2 * fetch_size(k, ranking))
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
         candidates = {h.document_id for h in hits}
         lexical = self._bm25(candidates).relative(query, candidates) \
             if ranking.document_bm25 and hits else None
-        return rank(query, hits, k, ranking, self._current_boosts(), lexical)
+        boosts = conditional_boosts(vector, self._current_boosts(), (h.chunk_id for h in hits))
+        return rank(query, hits, k, ranking, boosts, lexical)
 
     def recompute_boosts(self, actor: str) -> dict[str, int]:
         """Recompute the feedback boosts from every rating (audited). A 👎 whose correction
         one of the cited chunks says (`grounding.supported`) leaves that chunk alone: the
-        evidence was right, the answer was not."""
+        evidence was right, the answer was not. Each boost applies to questions like the rated
+        ones (`knowledge.retrieval.reach`)."""
         from bot.services.grounding import supported
 
         votes = self.boosts.votes()
@@ -213,9 +225,9 @@ class KnowledgeService:
         def holds(chunk_id: str, correction: str) -> bool:
             return chunk_id in texts and supported(correction, [texts[chunk_id]])
 
-        return self.boosts.recompute(actor, [v.sparing(holds) for v in votes])
+        return self.boosts.recompute(actor, [v.sparing(holds) for v in votes], self.index.embed)
 
-    def _current_boosts(self) -> dict[str, float]:
+    def _current_boosts(self) -> dict[str, StoredBoost]:
         loaded_at, boosts = self._boost_map
         if time.monotonic() - loaded_at >= BOOSTS_TTL_S:
             boosts = self.boosts.as_map()

@@ -4,14 +4,16 @@ from them. Recomputed nightly (`assistant tune nightly`) or by hand (`assistant 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
 from bot.storage.models import AuditEntry, Correction, Message, Rating, RetrievalBoost, utcnow
-from knowledge.retrieval import Vote, feedback_boosts
+from knowledge.retrieval import StoredBoost, Vote, boost_questions, feedback_boosts
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Boost:
     up: int
     down: int
     computed_at: datetime
+    questions: tuple[str, ...] = ()  # the rated questions it applies to; () every question
 
 
 class BoostStore:
@@ -35,26 +38,40 @@ class BoostStore:
         latest = (select(Correction.text).where(Correction.message_id == Rating.message_id,
                                                 Correction.user_id == Rating.user_id)
                   .order_by(Correction.id.desc()).limit(1).scalar_subquery())
-        query = (select(Rating.user_id, Rating.value, Message.chunk_ids, latest)
+        question = aliased(Message)
+        query = (select(Rating.user_id, Rating.value, Message.chunk_ids, latest, question.text)
                  .join(Message, Message.id == Rating.message_id)
+                 .outerjoin(question, question.id == Message.question_id)
                  .where(Message.role == "assistant"))
         with self.db.read() as s:
             return [Vote(user, 1 if value > 0 else -1, tuple(chunks or ()),
-                         correction if value <= 0 else "")
-                    for user, value, chunks, correction in s.execute(query)
+                         correction if value <= 0 else "", asked or "")
+                    for user, value, chunks, correction, asked in s.execute(query)
                     if value > 0 or correction is not None]
 
-    def recompute(self, actor: str, votes: list[Vote] | None = None) -> dict[str, int]:
+    def recompute(self, actor: str, votes: list[Vote] | None = None,
+                  embed: Callable[[list[str]], list[list[float]]] | None = None
+                  ) -> dict[str, int]:
         """Replace every boost with one computed from `votes` (default: today's ratings, as
-        `votes()` reads them); returns a summary."""
-        boosts = feedback_boosts(self.votes() if votes is None else votes)
+        `votes()` reads them), each conditional on the rated questions behind it, embedded by
+        `embed` (without it, every boost applies to every question); returns a summary."""
+        votes = self.votes() if votes is None else votes
+        boosts = feedback_boosts(votes)
+        asked = {cid: qs for cid, qs in boost_questions(votes).items() if cid in boosts} \
+            if embed is not None else {}
+        distinct = sorted({q for qs in asked.values() for q in qs})
+        vectors = dict(zip(distinct, embed(distinct), strict=True)) if embed and distinct \
+            else {}
         now = utcnow()
         summary = {"chunks": len(boosts), "raised": sum(b > 0 for b, _, _ in boosts.values()),
                    "lowered": sum(b < 0 for b, _, _ in boosts.values())}
         with self.db.write() as s:
             s.execute(delete(RetrievalBoost))
-            s.add_all(RetrievalBoost(chunk_id=cid, boost=b, up=up, down=down, computed_at=now)
-                      for cid, (b, up, down) in boosts.items())
+            s.add_all(RetrievalBoost(
+                chunk_id=cid, boost=b, up=up, down=down, computed_at=now,
+                questions=[{"text": q, "vector": [round(x, 5) for x in vectors[q]]}
+                           for q in asked[cid]] if asked.get(cid) else None)
+                for cid, (b, up, down) in boosts.items())
             s.add(AuditEntry(actor=actor, action="boosts", details=summary))
         return summary
 
@@ -69,9 +86,17 @@ class BoostStore:
     def all(self) -> list[Boost]:
         with self.db.read() as s:
             rows = s.scalars(select(RetrievalBoost).order_by(RetrievalBoost.boost.desc()))
-            return [Boost(r.chunk_id, r.boost, r.up, r.down, r.computed_at) for r in rows]
+            return [Boost(r.chunk_id, r.boost, r.up, r.down, r.computed_at,
+                          tuple(q["text"] for q in r.questions or ())) for r in rows]
 
-    def as_map(self) -> dict[str, float]:
+    def as_map(self) -> dict[str, StoredBoost]:
+        """{chunk id: its boost and its rated questions' vectors}, for searching."""
+        import numpy as np
+
         with self.db.read() as s:
-            rows = s.execute(select(RetrievalBoost.chunk_id, RetrievalBoost.boost))
-            return {chunk_id: boost for chunk_id, boost in rows}
+            rows = s.execute(select(RetrievalBoost.chunk_id, RetrievalBoost.boost,
+                                    RetrievalBoost.questions))
+            return {chunk_id: StoredBoost(boost, np.asarray([q["vector"] for q in questions],
+                                                            dtype=np.float32)
+                                          if questions else None)
+                    for chunk_id, boost, questions in rows}

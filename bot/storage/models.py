@@ -193,6 +193,9 @@ class RetrievalBoost(Base):
     up: Mapped[int] = mapped_column(Integer, default=0)    # users whose 👍 answers cited it
     down: Mapped[int] = mapped_column(Integer, default=0)  # users who 👎 and corrected them
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The rated questions it applies to, [{"text": …, "vector": […]}] (`knowledge.retrieval.
+    # reach`); None (computed before boosts had questions): every question.
+    questions: Mapped[list[dict] | None] = mapped_column(JSON, nullable=True)
 
 
 class TrainingRun(Base):
