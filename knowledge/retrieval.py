@@ -17,7 +17,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -207,28 +207,34 @@ def reach(similarity: float, bounds: tuple[float, float] = BOOST_REACH) -> float
 
 
 @dataclass(frozen=True)
-class StoredBoost:
-    """A chunk's boost and the vectors of the rated questions behind it (rows by unit, none:
-    computed before boosts had questions, it applies to every question)."""
+class FeedbackBoosts:
+    """The boosts searches apply: each chunk's value (`feedback_boosts`) and the rated questions
+    it is for, as rows of `vectors` (unit vectors, one per distinct question; a chunk with no
+    rows was computed before boosts had questions, and applies to every question)."""
 
-    boost: float
-    questions: Any = None  # numpy array (n, dim) or None
+    values: Mapping[str, float] = field(default_factory=dict)
+    questions: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    vectors: Any = None  # numpy array (distinct questions, dim)
 
-    def for_question(self, vector: Any) -> float:
-        if self.questions is None or not len(self.questions):
-            return self.boost
-        return self.boost * reach(float((self.questions @ vector).max()))
+    def for_question(self, vector: Sequence[float] | None,
+                     chunk_ids: Iterable[str]) -> dict[str, float]:
+        """{chunk id: its boost for the question whose unit `vector` is given} for those of
+        `chunk_ids` that have one (`reach` of the nearest rated question); with no vector,
+        every boost in full."""
+        import numpy as np
 
-
-def conditional_boosts(vector: Sequence[float] | None, stored: Mapping[str, StoredBoost],
-                       chunk_ids: Iterable[str]) -> dict[str, float]:
-    """{chunk id: its boost for the question whose (unit) `vector` is given}, for `chunk_ids`;
-    with no vector, every boost in full."""
-    import numpy as np
-
-    wanted = [cid for cid in chunk_ids if cid in stored]
-    if vector is None:
-        return {cid: stored[cid].boost for cid in wanted}
-    query = np.asarray(vector, dtype=np.float32)
-    out = {cid: stored[cid].for_question(query) for cid in wanted}
-    return {cid: b for cid, b in out.items() if b}
+        out: dict[str, float] = {}
+        similarities = None
+        for cid in chunk_ids:
+            if cid not in self.values:
+                continue
+            rows = self.questions.get(cid)
+            if vector is None or not rows or self.vectors is None:
+                out[cid] = self.values[cid]
+                continue
+            if similarities is None:  # one product for every candidate
+                similarities = self.vectors @ np.asarray(vector, dtype=np.float32)
+            share = reach(float(similarities[list(rows)].max()))
+            if share:
+                out[cid] = self.values[cid] * share
+        return out

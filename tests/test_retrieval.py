@@ -18,11 +18,10 @@ from knowledge.lexical import BM25, CorpusStats
 from knowledge.retrieval import (
     BOOST_USERS,
     MAX_BOOST,
+    FeedbackBoosts,
     Ranking,
-    StoredBoost,
     Vote,
     boost_questions,
-    conditional_boosts,
     feedback_boosts,
     fetch_size,
     fold,
@@ -288,13 +287,13 @@ def test_ratings_move_retrieval_and_reset_undoes_it(services: Services) -> None:
     assert summary == {"chunks": 2, "raised": 1, "lowered": 1}
     boosts = {b.chunk_id: b for b in knowledge.boosts.all()}
     assert (boosts[winner].up, boosts[loser].down) == (4, 4)
-    knowledge._boost_map = (-1e9, {})  # skip the cache's minute
+    knowledge._boost_map = (-1e9, FeedbackBoosts())  # skip the cache's minute
     after = knowledge.search(query, 2)
     assert [h.document_id for h in after] == [b, a]
     assert "boosts" in [e.action for e in services.store.audit_entries(5)]
 
     assert knowledge.boosts.reset("test") == 2
-    knowledge._boost_map = (-1e9, {})
+    knowledge._boost_map = (-1e9, FeedbackBoosts())
     assert [h.document_id for h in knowledge.search(query, 2)] == before
 
 
@@ -312,27 +311,55 @@ def test_a_boost_applies_to_questions_like_the_rated_one(services: Services) -> 
     knowledge.recompute_boosts("test")
     assert {b.chunk_id: b.questions for b in knowledge.boosts.all()} == {
         winner: (rated,), loser: (rated,)}
-    knowledge._boost_map = (-1e9, {})
+    knowledge._boost_map = (-1e9, FeedbackBoosts())
     first = {q: knowledge.search(q, 2)[0].document_id for q in (rated, same, other)}
     assert first == {rated: b, same: b, other: a}
     # The same boosts for every question (as computed before they had questions) would have
     # turned the other question's ranking too.
     knowledge.boosts.recompute("test")
     assert all(not b.questions for b in knowledge.boosts.all())
-    knowledge._boost_map = (-1e9, {})
+    knowledge._boost_map = (-1e9, FeedbackBoosts())
     assert knowledge.search(other, 2)[0].document_id == b
+
+
+def test_boosts_are_read_again_only_when_they_changed(services: Services) -> None:
+    knowledge: KnowledgeService = services.knowledge
+    a, b = _two_parking_pages(knowledge)
+    _prefer(services, f"{b}:1:0", f"{a}:1:0", range(41, 44))
+    reads: list[int] = []
+    feedback = knowledge.boosts.feedback
+    knowledge.boosts.feedback = lambda: reads.append(1) or feedback()  # type: ignore[method-assign]
+
+    def search_after_a_minute() -> int:
+        knowledge._boost_map = (-1e9, knowledge._boost_map[1])  # the minute has passed
+        return knowledge.search("Is parking free for guests?", 2)[0].document_id
+
+    assert search_after_a_minute() == a and len(reads) == 1  # nothing rated yet: read once
+    knowledge.recompute_boosts("test")  # as the nightly job does, from another process
+    assert search_after_a_minute() == b and len(reads) == 2
+    assert search_after_a_minute() == b and len(reads) == 2  # unchanged: not read again
+    # One vector per distinct question, shared by the chunks; float16 on disk, float32 here.
+    boosts = knowledge._current_boosts()
+    assert boosts.vectors.shape == (1, FakeEmbedder.dim)
+    assert boosts.questions == {f"{b}:1:0": [0], f"{a}:1:0": [0]}
+    assert float(boosts.vectors[0] @ np.asarray(FakeEmbedder().embed(
+        ["Is parking free for guests?"])[0], dtype=np.float32)) == pytest.approx(1, abs=1e-3)
+    knowledge.boosts.reset("test")
+    assert search_after_a_minute() == a and len(reads) == 3
 
 
 def test_reach_is_bounded_and_follows_the_nearest_rated_question() -> None:
     assert [reach(s) for s in (0.2, 0.6, 0.7, 0.8, 0.95)] == pytest.approx([0, 0, 0.5, 1, 1])
-    stored = {"c": StoredBoost(0.04, np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)),
-              "d": StoredBoost(-0.02, None)}
-    assert conditional_boosts([0.0, 1.0], stored, ["c", "d", "e"]) == pytest.approx(
+    boosts = FeedbackBoosts({"c": 0.04, "d": -0.02}, {"c": [0, 1]},
+                            np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+    assert boosts.for_question([0.0, 1.0], ["c", "d", "e"]) == pytest.approx(
         {"c": 0.04, "d": -0.02})
-    assert conditional_boosts([math.sqrt(0.5), math.sqrt(0.5)], stored, ["c"]) == \
+    assert boosts.for_question([math.sqrt(0.5), math.sqrt(0.5)], ["c"]) == \
         pytest.approx({"c": 0.04 * reach(math.sqrt(0.5))})
-    assert conditional_boosts([-1.0, 0.0], stored, ["c", "d"]) == pytest.approx({"d": -0.02})
-    assert conditional_boosts(None, stored, ["c"]) == {"c": 0.04}
+    assert boosts.for_question([-1.0, 0.0], ["c", "d"]) == pytest.approx({"d": -0.02})
+    assert boosts.for_question(None, ["c"]) == {"c": 0.04}
+    assert FeedbackBoosts({"c": 0.04}, {"c": [1]}, boosts.vectors).for_question(
+        [1.0, 0.0], ["c"]) == {}  # its one question is the other one
     # Questions are kept per chunk, those most users asked first, whitespace aside.
     votes = [Vote(1, 1, ("c",), question="Where  is it?"), Vote(2, 1, ("c",),
              question="Where is it?"), Vote(2, 1, ("c", "d"), question="Open when?"),

@@ -15,11 +15,10 @@ from knowledge.documents import UnsupportedDocument, parse_file
 from knowledge.index import Hit, KnowledgeIndex
 from knowledge.lexical import BM25
 from knowledge.retrieval import (
+    FeedbackBoosts,
     Ranking,
-    StoredBoost,
     Vote,
     boost_questions,
-    conditional_boosts,
     feedback_boosts,
     fetch_size,
     fold,
@@ -157,15 +156,16 @@ def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qve
         return supported(correction, [chunks.text[int(chunk_id)]])
 
     votes = [v.sparing(holds) for v in votes]
-    vectors = {questions[i]["q"]: qvecs[i] for i in rated}
+    row = {questions[i]["q"]: n for n, i in enumerate(rated)}
 
-    def stored(votes: list[Vote]) -> dict[str, StoredBoost]:
+    def stored(votes: list[Vote]) -> FeedbackBoosts:
         asked = boost_questions(votes)
-        return {cid: StoredBoost(b, np.stack([vectors[q] for q in asked[cid]]))
-                for cid, (b, _, _) in feedback_boosts(votes).items()}
+        return FeedbackBoosts({cid: b for cid, (b, _, _) in feedback_boosts(votes).items()},
+                              {cid: [row[q] for q in qs] for cid, qs in asked.items()},
+                              qvecs[rated])
 
     honest = stored(votes)
-    everywhere = {cid: b.boost for cid, b in honest.items()}
+    everywhere = dict(honest.values)
     attack = []
     for i in rated:
         fifth = retrieve(corpus, chunks, questions[i]["q"], qvecs[i], ranking, k=5)[-1:]
@@ -176,8 +176,8 @@ def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qve
     para_questions = [dict(questions[i], q=paraphrases[str(i)]) for i in para_idx]
     para_vecs = np.array(embedder.embed([q["q"] for q in para_questions]), dtype=np.float32)
 
-    def conditional(boosts: dict[str, StoredBoost]):  # type: ignore[no-untyped-def]
-        return lambda vector: conditional_boosts(vector, boosts, boosts)
+    def conditional(boosts: FeedbackBoosts):  # type: ignore[no-untyped-def]
+        return lambda vector: boosts.for_question(vector, boosts.values)
 
     def halves(boosts) -> dict:  # type: ignore[no-untyped-def]
         out = {}
@@ -198,11 +198,10 @@ def simulate_feedback(corpus: Corpus, chunks: Chunks, questions: list[dict], qve
             "paraphrases": len(para_questions),
             "paraphrase cosine to the rated question, median": round(float(np.median(
                 [float(para_vecs[j] @ qvecs[i]) for j, i in enumerate(para_idx)])), 3),
-            "largest boost": round(max((b.boost for b in honest.values()), default=0.0), 4),
+            "largest boost": round(max(honest.values.values(), default=0.0), 4),
             "largest boost one account gave": round(max(
-                (attacked[v.chunk_ids[0]].boost - honest.get(
-                    v.chunk_ids[0], StoredBoost(0.0)).boost
-                 for v in attack if v.chunk_ids and v.chunk_ids[0] in attacked),
+                (attacked.values[v.chunk_ids[0]] - honest.values.get(v.chunk_ids[0], 0.0)
+                 for v in attack if v.chunk_ids and v.chunk_ids[0] in attacked.values),
                 default=0.0), 4)}
 
 

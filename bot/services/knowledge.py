@@ -27,9 +27,8 @@ from knowledge.index import Hit, KnowledgeIndex
 from knowledge.lexical import BM25, CorpusStats, tokens
 from knowledge.retrieval import (
     DEFAULT_RANKING,
+    FeedbackBoosts,
     Ranking,
-    StoredBoost,
-    conditional_boosts,
     fetch_size,
     rank,
 )
@@ -76,7 +75,8 @@ class KnowledgeService:
         self.index = index
         self.ranking = ranking or DEFAULT_RANKING
         self.boosts = boosts or BoostStore(store.db)
-        self._boost_map: tuple[float, dict[str, StoredBoost]] = (-BOOSTS_TTL_S, {})
+        self._boost_map: tuple[float, FeedbackBoosts] = (-BOOSTS_TTL_S, FeedbackBoosts())
+        self._boost_signature: tuple[int, object] | None = None
         self._embedder = embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
@@ -208,7 +208,7 @@ class KnowledgeService:
         candidates = {h.document_id for h in hits}
         lexical = self._bm25(candidates).relative(query, candidates) \
             if ranking.document_bm25 and hits else None
-        boosts = conditional_boosts(vector, self._current_boosts(), (h.chunk_id for h in hits))
+        boosts = self._current_boosts().for_question(vector, (h.chunk_id for h in hits))
         return rank(query, hits, k, ranking, boosts, lexical)
 
     def recompute_boosts(self, actor: str) -> dict[str, int]:
@@ -227,10 +227,14 @@ class KnowledgeService:
 
         return self.boosts.recompute(actor, [v.sparing(holds) for v in votes], self.index.embed)
 
-    def _current_boosts(self) -> dict[str, StoredBoost]:
+    def _current_boosts(self) -> FeedbackBoosts:
+        """The boosts as last read; every `BOOSTS_TTL_S` their signature is checked, and they
+        are read again only when another process (the nightly job) has changed them."""
         loaded_at, boosts = self._boost_map
         if time.monotonic() - loaded_at >= BOOSTS_TTL_S:
-            boosts = self.boosts.as_map()
+            signature = self.boosts.signature()
+            if signature != self._boost_signature:
+                boosts, self._boost_signature = self.boosts.feedback(), signature
             self._boost_map = (time.monotonic(), boosts)
         return boosts
 

@@ -12,8 +12,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
 from bot.storage.db import Database
-from bot.storage.models import AuditEntry, Correction, Message, Rating, RetrievalBoost, utcnow
-from knowledge.retrieval import StoredBoost, Vote, boost_questions, feedback_boosts
+from bot.storage.models import (
+    AuditEntry,
+    BoostQuestion,
+    Correction,
+    Message,
+    Rating,
+    RetrievalBoost,
+    utcnow,
+)
+from knowledge.retrieval import FeedbackBoosts, Vote, boost_questions, feedback_boosts
 
 
 @dataclass(frozen=True)
@@ -53,25 +61,31 @@ class BoostStore:
                   embed: Callable[[list[str]], list[list[float]]] | None = None
                   ) -> dict[str, int]:
         """Replace every boost with one computed from `votes` (default: today's ratings, as
-        `votes()` reads them), each conditional on the rated questions behind it, embedded by
-        `embed` (without it, every boost applies to every question); returns a summary."""
+        `votes()` reads them), each for the rated questions behind it, embedded by `embed`
+        (without it, every boost applies to every question); returns a summary."""
+        import numpy as np
+
         votes = self.votes() if votes is None else votes
         boosts = feedback_boosts(votes)
         asked = {cid: qs for cid, qs in boost_questions(votes).items() if cid in boosts} \
             if embed is not None else {}
         distinct = sorted({q for qs in asked.values() for q in qs})
-        vectors = dict(zip(distinct, embed(distinct), strict=True)) if embed and distinct \
-            else {}
+        vectors = embed(distinct) if embed is not None and distinct else []
         now = utcnow()
         summary = {"chunks": len(boosts), "raised": sum(b > 0 for b, _, _ in boosts.values()),
                    "lowered": sum(b < 0 for b, _, _ in boosts.values())}
         with self.db.write() as s:
             s.execute(delete(RetrievalBoost))
-            s.add_all(RetrievalBoost(
-                chunk_id=cid, boost=b, up=up, down=down, computed_at=now,
-                questions=[{"text": q, "vector": [round(x, 5) for x in vectors[q]]}
-                           for q in asked[cid]] if asked.get(cid) else None)
-                for cid, (b, up, down) in boosts.items())
+            s.execute(delete(BoostQuestion))
+            stored = [BoostQuestion(text=q, vector=np.asarray(v, dtype=np.float16).tobytes())
+                      for q, v in zip(distinct, vectors, strict=True)]
+            s.add_all(stored)
+            s.flush()  # their ids
+            ids = {q.text: q.id for q in stored}
+            s.add_all(RetrievalBoost(chunk_id=cid, boost=b, up=up, down=down, computed_at=now,
+                                     questions=[ids[q] for q in asked[cid]]
+                                     if asked.get(cid) else None)
+                      for cid, (b, up, down) in boosts.items())
             s.add(AuditEntry(actor=actor, action="boosts", details=summary))
         return summary
 
@@ -80,23 +94,41 @@ class BoostStore:
         with self.db.write() as s:
             removed = s.scalar(select(func.count(RetrievalBoost.id))) or 0
             s.execute(delete(RetrievalBoost))
+            s.execute(delete(BoostQuestion))
             s.add(AuditEntry(actor=actor, action="boosts", details={"reset": removed}))
         return removed
 
     def all(self) -> list[Boost]:
         with self.db.read() as s:
+            texts = {qid: text for qid, text in
+                     s.execute(select(BoostQuestion.id, BoostQuestion.text))}
             rows = s.scalars(select(RetrievalBoost).order_by(RetrievalBoost.boost.desc()))
             return [Boost(r.chunk_id, r.boost, r.up, r.down, r.computed_at,
-                          tuple(q["text"] for q in r.questions or ())) for r in rows]
+                          tuple(texts[q] for q in r.questions or () if q in texts))
+                    for r in rows]
 
-    def as_map(self) -> dict[str, StoredBoost]:
-        """{chunk id: its boost and its rated questions' vectors}, for searching."""
+    def feedback(self) -> FeedbackBoosts:
+        """Every boost with the vectors of the questions it is for, for searching."""
         import numpy as np
 
         with self.db.read() as s:
+            questions = s.execute(select(BoostQuestion.id, BoostQuestion.vector)
+                                  .order_by(BoostQuestion.id)).all()
             rows = s.execute(select(RetrievalBoost.chunk_id, RetrievalBoost.boost,
-                                    RetrievalBoost.questions))
-            return {chunk_id: StoredBoost(boost, np.asarray([q["vector"] for q in questions],
-                                                            dtype=np.float32)
-                                          if questions else None)
-                    for chunk_id, boost, questions in rows}
+                                    RetrievalBoost.questions)).all()
+        row_of = {qid: i for i, (qid, _) in enumerate(questions)}
+        vectors = np.frombuffer(b"".join(v for _, v in questions), dtype=np.float16) \
+            .reshape(len(questions), -1).astype(np.float32) if questions else None
+        return FeedbackBoosts(
+            values={cid: boost for cid, boost, _ in rows},
+            questions={cid: [row_of[q] for q in asked if q in row_of]
+                       for cid, _, asked in rows if asked},
+            vectors=vectors)
+
+    def signature(self) -> tuple[int, datetime | None]:
+        """What changes whenever the boosts do (a recompute or a reset): their number and
+        when they were last computed."""
+        with self.db.read() as s:
+            count, newest = s.execute(select(func.count(RetrievalBoost.id),
+                                             func.max(RetrievalBoost.computed_at))).one()
+            return int(count or 0), newest

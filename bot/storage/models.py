@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -193,9 +194,20 @@ class RetrievalBoost(Base):
     up: Mapped[int] = mapped_column(Integer, default=0)    # users whose 👍 answers cited it
     down: Mapped[int] = mapped_column(Integer, default=0)  # users who 👎 and corrected them
     computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # The rated questions it applies to, [{"text": …, "vector": […]}] (`knowledge.retrieval.
-    # reach`); None (computed before boosts had questions): every question.
-    questions: Mapped[list[dict] | None] = mapped_column(JSON, nullable=True)
+    # The rated questions it applies to (`knowledge.retrieval.reach`): `BoostQuestion` ids;
+    # None (computed before boosts had questions): every question.
+    questions: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+
+
+class BoostQuestion(Base):
+    """A rated question that retrieval boosts apply to, stored once however many chunks its
+    answers cited; replaced with the boosts at every recompute."""
+
+    __tablename__ = "boost_questions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, the embedder's dimensions
 
 
 class TrainingRun(Base):
