@@ -209,10 +209,6 @@ class KnowledgeIndex:
             return fold(asked, previous)
         return self._embedder.embed([query])[0]
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """Questions' vectors, as `query_vector` makes them."""
-        return self._embedder.embed(texts) if texts else []
-
     def search_vector(self, query_vector: list[float], k: int) -> list[Hit]:
         """The `k` chunks nearest to `query_vector`, best first."""
         vector = [query_vector]

@@ -216,11 +216,9 @@ class FeedbackBoosts:
     questions: Mapping[str, Sequence[int]] = field(default_factory=dict)
     vectors: Any = None  # numpy array (distinct questions, dim)
 
-    def for_question(self, vector: Sequence[float] | None,
-                     chunk_ids: Iterable[str]) -> dict[str, float]:
+    def for_question(self, vector: Sequence[float], chunk_ids: Iterable[str]) -> dict[str, float]:
         """{chunk id: its boost for the question whose unit `vector` is given} for those of
-        `chunk_ids` that have one (`reach` of the nearest rated question); with no vector,
-        every boost in full."""
+        `chunk_ids` that have one (`reach` of the nearest rated question)."""
         import numpy as np
 
         out: dict[str, float] = {}
@@ -229,7 +227,7 @@ class FeedbackBoosts:
             if cid not in self.values:
                 continue
             rows = self.questions.get(cid)
-            if vector is None or not rows or self.vectors is None:
+            if not rows:  # computed before boosts had questions: every question
                 out[cid] = self.values[cid]
                 continue
             if similarities is None:  # one product for every candidate

@@ -357,7 +357,6 @@ def test_reach_is_bounded_and_follows_the_nearest_rated_question() -> None:
     assert boosts.for_question([math.sqrt(0.5), math.sqrt(0.5)], ["c"]) == \
         pytest.approx({"c": 0.04 * reach(math.sqrt(0.5))})
     assert boosts.for_question([-1.0, 0.0], ["c", "d"]) == pytest.approx({"d": -0.02})
-    assert boosts.for_question(None, ["c"]) == {"c": 0.04}
     assert FeedbackBoosts({"c": 0.04}, {"c": [1]}, boosts.vectors).for_question(
         [1.0, 0.0], ["c"]) == {}  # its one question is the other one
     # Questions are kept per chunk, those most users asked first, whitespace aside.

@@ -225,7 +225,8 @@ class KnowledgeService:
         def holds(chunk_id: str, correction: str) -> bool:
             return chunk_id in texts and supported(correction, [texts[chunk_id]])
 
-        return self.boosts.recompute(actor, [v.sparing(holds) for v in votes], self.index.embed)
+        return self.boosts.recompute(actor, [v.sparing(holds) for v in votes],
+                                     self._embedder.embed)
 
     def _current_boosts(self) -> FeedbackBoosts:
         """The boosts as last read; every `BOOSTS_TTL_S` their signature is checked, and they
