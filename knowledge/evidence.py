@@ -162,6 +162,16 @@ class EvidencePicker:
             self._cache.update(zip(missing, self._embedder.embed(missing), strict=True))
         return [self._cache[t] for t in texts]
 
+    def closest(self, question: str, hits: list[Hit]) -> list[float]:
+        """For each hit, the cosine of `question` to its nearest sentence (framed by its title
+        and heading, as `pick` frames them); 0.0 for a hit without sentences."""
+        units = [[Evidence(s, h.title, h.chunk_id, 0.0, heading).framed
+                  for heading, s in sentences(h.text)
+                  if len(_WORD.findall(s)) >= 2 and not is_instruction(s)] for h in hits]
+        vectors = self._vectors([question] + [u for unit in units for u in unit])
+        q_vec, rest = vectors[0], iter(vectors[1:])
+        return [max((_cosine(q_vec, next(rest)) for _ in unit), default=0.0) for unit in units]
+
     def pick(self, question: str, hits: list[Hit], k: int = 3,
              context: str = "") -> list[Evidence]:
         """The `k` best sentences of `hits` for `question`, best first.

@@ -246,3 +246,45 @@ def test_one_reworded_word_is_forgiven_when_the_rest_of_the_question_is_in_the_e
     assert reply.grounding == "verified" and reply.sources == ["Plans"]
     reply = services.chat.answer(2, ALICE, "Do students get a reduced rooftop price?")
     assert reply.grounding == "abstained"  # two words the knowledge base never uses
+
+
+def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
+        services: Services, fake_model: FakeChatModel) -> None:
+    # The "About" page holds many facts in one chunk, so it lies far from a question about
+    # one of them; six short pages that share the question's words but hold no count rank
+    # above it, and none of them answers "how many".
+    about = ("Brightwater is a shared workspace in the old harbour town of Veldmoor, run as a "
+             "cooperative by its members since the spring of 2017. The building has three "
+             "floors with a café, an event hall and quiet studios upstairs. The founder used "
+             "to repair ferry engines before opening it. The space has 140 desks in total. "
+             "The mascot is a grey cat called Pilot who sleeps near the espresso machine.")
+    add_doc(services, "About", about)
+    for topic in ("Booking", "Cleaning", "Lamps", "Drawers", "Chairs", "Screens"):
+        add_doc(services, f"{topic} of desks", f"{topic}: desks in the space are looked "
+                                               f"after by the team.")
+    question = "How many desks are there in the space in total?"
+    first = services.chat.retrieve(question)
+    assert "About" not in [h.title for h in first]  # the first look does not reach it
+
+    services.chat.limits = replace(services.chat.limits, second_look_k=0)
+    assert services.chat.answer(1, ALICE, question).grounding == "abstained"
+    assert fake_model.calls == []
+
+    services.chat.limits = replace(services.chat.limits, second_look_k=20)
+    fake_model.queue("There are 140 desks in total.")
+    reply = services.chat.answer(2, ALICE, question)
+    assert reply.grounding == "verified" and reply.sources == ["About"]
+    assert "The space has 140 desks in total." in fake_model.calls[-1][-1]["content"]
+
+
+def test_a_chunk_is_scored_by_its_best_sentence_when_that_matches_better(
+        services: Services) -> None:
+    add_doc(services, "About", "Brightwater was founded in 2017 in the harbour town. The café "
+                               "serves lunch every weekday from noon. The mascot is a grey "
+                               "cat called Pilot.")
+    chunk_only = services.knowledge.search("What animal is the mascot?", 1,
+                                           ranking=services.chat.limits.ranking)[0].score
+    hit = services.chat.retrieve("What animal is the mascot?")[0]
+    assert hit.title == "About"
+    best = services.knowledge.closest("What animal is the mascot?", [hit])[0]
+    assert hit.score == pytest.approx(best) and best > chunk_only

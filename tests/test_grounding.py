@@ -112,6 +112,11 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind("How long is it open on Saturday?", "It is open from 09:00 to 17:00.")
     assert answers_kind("How long can guests stay?", "Guests may stay until 21:00.")
     assert answers_kind("How long is lunch?", "Lunch lasts half an hour.")
+    # "How old" wants an age or a year, not any number.
+    cat = "How old is Pilot the cat?"
+    assert not answers_kind(cat, "The space has 140 desks. Its mascot is a cat called Pilot.")
+    assert answers_kind(cat, "Pilot is three years old.")
+    assert answers_kind("How old is the building?", "It was built in 1911.")
 
 
 def test_run_on_text_after_the_answer_is_cut() -> None:

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -43,6 +43,11 @@ class ChatLimits:
     # new question, not a follow-up to yesterday's (None: no limit).
     history_window: timedelta | None = timedelta(hours=1)
     retrieval_k: int = 6
+    # Before saying "I don't know", answering looks again among this many chunks: a chunk that
+    # holds many facts (an "About" page: founder, address, desk count, mascot) lies far from
+    # any one of them, so the chunk that answers "How many desks altogether?" can rank below
+    # the first `retrieval_k`, though one of its sentences matches the question well.
+    second_look_k: int = 20
     # Answers come from chunks, not pages: a document's second-best chunk often holds the fact
     # (on bench/answers, one chunk per document lost 3 of 86 answers and found 1), so answering
     # takes the nearest chunks whatever their document, by similarity alone (the documents'
@@ -129,6 +134,8 @@ class Retriever(Protocol):
     def evidence(self, question: str, hits: list[Hit], k: int = 3,
                  context: str = "") -> list[Evidence]: ...
 
+    def closest(self, question: str, hits: list[Hit]) -> list[float]: ...
+
     def uncovered(self, question: str, language: str | None = None) -> list[str]: ...
 
     def related(self, word: str, words: Sequence[str]) -> float: ...
@@ -160,23 +167,32 @@ class ChatService:
         short = len(question.split()) <= 6
         return previous[-1] if short or _FOLLOW_UP.search(question) else ""
 
-    def retrieve(self, question: str, history: list[Turn] | None = None) -> list[Hit]:
-        """Relevant excerpts; a follow-up is searched with the previous question folded in
-        ("and how long does that take?"), and so is a question that matches nothing alone."""
+    def retrieve(self, question: str, history: list[Turn] | None = None,
+                 among: int | None = None) -> list[Hit]:
+        """Relevant excerpts, the best `retrieval_k` of the nearest `among` chunks (default:
+        `retrieval_k`); a follow-up is searched with the previous question folded in ("and how
+        long does that take?"), and so is a question that matches nothing alone."""
         history = history or []
         context = self.follow_up_context(question, history)
         if context:
-            return self._relevant(question, context) or self._relevant(question)
-        hits = self._relevant(question)
+            return self._relevant(question, context, among) or self._relevant(question,
+                                                                              among=among)
+        hits = self._relevant(question, among=among)
         previous = [t.text for t in history if t.role == "user"]
         if not hits and previous:
-            hits = self._relevant(question, previous[-1])
+            hits = self._relevant(question, previous[-1], among)
         return hits
 
-    def _relevant(self, query: str, context: str = "") -> list[Hit]:
-        hits = self.retriever.search(query, self.limits.retrieval_k,
+    def _relevant(self, query: str, context: str = "", among: int | None = None) -> list[Hit]:
+        """The chunks that match `query`, each scored by the better of its own similarity and
+        its nearest sentence's: a chunk is as relevant as its best part."""
+        hits = self.retriever.search(query, max(among or 0, self.limits.retrieval_k),
                                      ranking=self.limits.ranking, context=context)
-        return [h for h in hits if h.score >= self.limits.min_score]
+        nearest = self.retriever.closest(f"{context} {query}" if context else query, hits)
+        rescored = sorted((replace(h, score=max(h.score, near))
+                           for h, near in zip(hits, nearest, strict=True)),
+                          key=lambda h: h.score, reverse=True)
+        return [h for h in rescored if h.score >= self.limits.min_score][: self.limits.retrieval_k]
 
     def _fit(self, history: list[Turn], question: str,
              evidence: list[Evidence]) -> ChatMessages:
@@ -306,9 +322,14 @@ class ChatService:
 
         context = self.follow_up_context(question, history)
         taught, hits = self.taught(question, context, self.retrieve(question, history))
+        evidence = self.choose_evidence(question, hits, context, lang, taught) if hits else []
+        if not evidence and self.limits.second_look_k > self.limits.retrieval_k:
+            taught, hits = self.taught(question, context, self.retrieve(
+                question, history, among=self.limits.second_look_k))
+            evidence = self.choose_evidence(question, hits, context, lang, taught) if hits \
+                else []
         if not hits:
             return without_model("no_knowledge", "no_knowledge")
-        evidence = self.choose_evidence(question, hits, context, lang, taught)
         if not evidence:
             return without_model("dont_know", "abstained")
         generation = self.model.generate(self._fit(history, question, evidence), on_text=on_text)

@@ -146,6 +146,11 @@ _DURATION = re.compile(
     r"half a)\b)[\s-]*" + _UNITS + r"\b"
     r"|\d{1,2}[:.]\d{2}\s*(?:-|–|to|until|till)\s*\d{1,2}[:.]\d{2}"
     r"|\b(?:until|till|overnight|all day|around the clock)\b|24/7", re.I)
+# "How old" wants an age or the year something began: "140 desks" is no answer to "How old is
+# the cat?", "founded in 2017" or "three years old" is.
+_ASKS_AGE = re.compile(r"\bhow old\b", re.I)
+_AGE = re.compile(r"\b(1[5-9]|20)\d\d\b|\bsince\b|(?:\d+|\b(?:" + "|".join(NUMBER_WORDS)
+                  + r"|a|an|a few|several)\b)[\s-]*(?:years?|months?|weeks?|days?)\b", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
@@ -188,6 +193,8 @@ def answers_kind(question: str, sentence: str) -> bool:
         return _CLOCK.search(sentence) is not None
     if _ASKS_DURATION.search(question):
         return _DURATION.search(sentence) is not None
+    if _ASKS_AGE.search(question):
+        return _AGE.search(sentence) is not None
     if _ASKS_YEAR.search(question):
         return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None
     if _ASKS_MONTH.search(question):

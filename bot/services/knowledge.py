@@ -239,6 +239,10 @@ class KnowledgeService:
             self._boost_map = (time.monotonic(), boosts)
         return boosts
 
+    def closest(self, question: str, hits: list[Hit]) -> list[float]:
+        """Each hit's nearest sentence to `question`, as a cosine."""
+        return self._picker.closest(question, hits)
+
     def evidence(self, question: str, hits: list[Hit], k: int = 3,
                  context: str = "") -> list[Evidence]:
         """The `k` sentences of `hits` that best answer `question`, best first."""
