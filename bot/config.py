@@ -112,6 +112,10 @@ class Settings(BaseSettings):
         6, ge=1, le=20, description="Knowledge chunks retrieved; their best sentences are the "
         "evidence put in the prompt."
     )
+    second_look_k: int = Field(
+        20, ge=0, le=100, description="Before answering \"I don't know\", look again among "
+        "this many chunks, each scored by its best sentence too (0: no second look)."
+    )
     evidence_k: int = Field(3, ge=1, le=10, description="Evidence sentences put in the prompt.")
     min_support: float = Field(
         0.3, ge=-1.0, le=1.0, description="Best evidence score below which the answer is "

@@ -9,7 +9,7 @@ from bot.services import UserError
 from bot.services.chat import leaks_instructions
 from bot.storage.models import Message, utcnow
 from bot.storage.store import UserInfo
-from bot.wiring import Services
+from bot.wiring import Services, build_services
 from tests.fakes import FakeChatModel
 
 ALICE = UserInfo(7, "alice", "Alice", "en")
@@ -249,7 +249,7 @@ def test_one_reworded_word_is_forgiven_when_the_rest_of_the_question_is_in_the_e
 
 
 def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
-        services: Services, fake_model: FakeChatModel) -> None:
+        settings, fake_model: FakeChatModel, embedder) -> None:
     # The "About" page holds many facts in one chunk, so it lies far from a question about
     # one of them; six short pages that share the question's words but hold no count rank
     # above it, and none of them answers "how many".
@@ -258,6 +258,7 @@ def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
              "floors with a café, an event hall and quiet studios upstairs. The founder used "
              "to repair ferry engines before opening it. The space has 140 desks in total. "
              "The mascot is a grey cat called Pilot who sleeps near the espresso machine.")
+    services = build_services(settings, model=fake_model, embedder=embedder, seed=False)
     add_doc(services, "About", about)
     for topic in ("Booking", "Cleaning", "Lamps", "Drawers", "Chairs", "Screens"):
         add_doc(services, f"{topic} of desks", f"{topic}: desks in the space are looked "
@@ -266,15 +267,19 @@ def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
     first = services.chat.retrieve(question)
     assert "About" not in [h.title for h in first]  # the first look does not reach it
 
-    services.chat.limits = replace(services.chat.limits, second_look_k=0)
-    assert services.chat.answer(1, ALICE, question).grounding == "abstained"
-    assert fake_model.calls == []
-
-    services.chat.limits = replace(services.chat.limits, second_look_k=20)
     fake_model.queue("There are 140 desks in total.")
-    reply = services.chat.answer(2, ALICE, question)
+    reply = services.chat.answer(1, ALICE, question)
     assert reply.grounding == "verified" and reply.sources == ["About"]
     assert "The space has 140 desks in total." in fake_model.calls[-1][-1]["content"]
+    services.close()
+
+    # SECOND_LOOK_K=0: no second look, so "I don't know" without asking the model.
+    services = build_services(settings.model_copy(update={"second_look_k": 0}),
+                              model=fake_model, embedder=embedder, seed=False)
+    calls = len(fake_model.calls)
+    assert services.chat.answer(2, ALICE, question).grounding == "abstained"
+    assert len(fake_model.calls) == calls
+    services.close()
 
 
 def test_a_chunk_is_scored_by_its_best_sentence_when_that_matches_better(
