@@ -168,9 +168,17 @@ class EvidencePicker:
         units = [[Evidence(s, h.title, h.chunk_id, 0.0, heading).framed
                   for heading, s in sentences(h.text)
                   if len(_WORD.findall(s)) >= 2 and not is_instruction(s)] for h in hits]
-        vectors = self._vectors([question] + [u for unit in units for u in unit])
-        q_vec, rest = vectors[0], iter(vectors[1:])
-        return [max((_cosine(q_vec, next(rest)) for _ in unit), default=0.0) for unit in units]
+        import numpy as np
+
+        matrix = np.asarray(self._vectors([question] + [u for unit in units for u in unit]),
+                            dtype=np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-9)
+        cosines = (matrix[1:] @ matrix[0]).tolist()
+        out, start = [], 0
+        for unit in units:
+            out.append(max(cosines[start:start + len(unit)], default=0.0))
+            start += len(unit)
+        return out
 
     def pick(self, question: str, hits: list[Hit], k: int = 3,
              context: str = "") -> list[Evidence]:
