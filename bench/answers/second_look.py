@@ -48,7 +48,7 @@ def main() -> None:
     pages = sorted([*PG_HTML.glob("sql-*.html"), *PG_HTML.glob("app-*.html")])
     if not pages:
         sys.exit("needs: apt-get install postgresql-doc-15")
-    questions = [q["question"] for q in json.loads(
+    questions = [q["q"] for q in json.loads(
         (ROOT / "bench" / "retrieval" / "questions_postgresql.json").read_text())]
     data_dir = Path(tempfile.mkdtemp(prefix="bench-second-look-"))
     settings = Settings(_env_file=None, data_dir=data_dir, seed_knowledge=False,
