@@ -147,6 +147,8 @@ def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
 class EvidencePicker:
     """Scores the sentences of retrieved chunks against a question; knows nothing of chat."""
 
+    cache_limit = 20_000  # sentences whose vectors are kept
+
     def __init__(self, embedder: Embedder, lexical_weight: float = 0.35,
                  retrieval_weight: float = 0.5) -> None:
         self._embedder = embedder
@@ -155,12 +157,18 @@ class EvidencePicker:
         self._cache: dict[str, list[float]] = {}  # sentence-with-context -> vector
 
     def _vectors(self, texts: list[str]) -> list[list[float]]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            if len(self._cache) > 20_000:  # a bound, not an LRU: the knowledge base is small
-                self._cache.clear()
-            self._cache.update(zip(missing, self._embedder.embed(missing), strict=True))
-        return [self._cache[t] for t in texts]
+        cache = self._cache
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if not missing:
+            return [cache[t] for t in texts]
+        fresh = dict(zip(missing, self._embedder.embed(missing), strict=True))
+        if len(cache) + len(fresh) > self.cache_limit:  # a bound, not an LRU
+            # A new dict, not clear(): answers are prepared on several threads at once, and
+            # one still reading the old cache must find what it saw there.
+            self._cache = dict(fresh)
+        else:
+            cache.update(fresh)
+        return [fresh[t] if t in fresh else cache[t] for t in texts]
 
     def closest(self, question: str, hits: list[Hit]) -> list[float]:
         """For each hit, the cosine of `question` to its nearest sentence (framed by its title

@@ -155,3 +155,27 @@ def test_instruction_sentences_are_recognised() -> None:
         assert is_instruction(text), text
     assert not is_instruction("Guests must sign in at the reception.")
     assert not is_instruction("Reply to the e-mail within 14 days.")
+
+
+def test_the_sentence_cache_stays_bounded_and_a_reader_keeps_what_it_found() -> None:
+    # Another thread overflows the cache while this one embeds: what this one found cached
+    # before must still be there when it reads its vectors back.
+    class Interleaving(FakeEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.picker: EvidencePicker | None = None
+
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            picker, self.picker = self.picker, None
+            if picker is not None:  # "another thread", once
+                picker._vectors([f"other sentence {i}" for i in range(5)])
+            return super().embed(texts)
+
+    embedder = Interleaving()
+    picker = EvidencePicker(embedder)
+    picker.cache_limit = 4
+    picker._vectors(["cached one", "cached two"])
+    embedder.picker = picker
+    vectors = picker._vectors(["cached one", "new one", "cached two"])
+    assert vectors == FakeEmbedder().embed(["cached one", "new one", "cached two"])
+    assert len(picker._cache) <= 5
