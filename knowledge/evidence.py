@@ -234,6 +234,21 @@ class EvidencePicker:
         return scored[:k]
 
 
+def word_forms(word: str, language: str = "en") -> list[str]:
+    """`word` and, in English, the words it may inflect ("happens" → "happen", "booked" →
+    "book"): an inflected everyday word is an everyday word, though word lists count its forms
+    apart ("happens" is rarer than "happen"). Not "-ing": "parking" or "heating" is a thing of
+    its own, not a way of parking or heating."""
+    if language != "en":
+        return [word]
+    forms = [word]
+    for suffix, replacements in (("ies", ("y",)), ("es", ("", "e")), ("s", ("",)),
+                                 ("ed", ("", "e"))):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            forms += [word[: -len(suffix)] + r for r in replacements]
+    return forms
+
+
 class Coverage:
     """Does the knowledge base speak of everything a question names?
 
@@ -295,7 +310,8 @@ class Coverage:
                       and w not in vocabulary and stem(w) not in vocabulary]
         try:
             novel = [w for w in candidates
-                     if zipf_frequency(w, language) < self.specific_below]
+                     if max(zipf_frequency(f, language) for f in word_forms(w, language))
+                     < self.specific_below]
         except Exception as exc:  # e.g. Korean and Japanese need MeCab: no verdict then
             logger.warning("No word frequencies for language %r (%s)", language, exc)
             return []

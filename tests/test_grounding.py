@@ -179,3 +179,16 @@ def test_the_sentence_cache_stays_bounded_and_a_reader_keeps_what_it_found() -> 
     vectors = picker._vectors(["cached one", "new one", "cached two"])
     assert vectors == FakeEmbedder().embed(["cached one", "new one", "cached two"])
     assert len(picker._cache) <= 5
+
+
+def test_an_inflected_everyday_word_is_not_a_term_the_knowledge_base_lacks() -> None:
+    from knowledge.evidence import Coverage, word_forms
+
+    assert "happen" in word_forms("happens") and word_forms("happens", "de") == ["happens"]
+    assert word_forms("parking") == ["parking"]  # a thing of its own, not a form of "park"
+    vocabulary = {"payment", "fail", "late", "fee", "invoice"}
+    coverage = Coverage(FakeEmbedder())
+    # "happens" is rarer in word lists than "happen"; it is still no topic of its own.
+    assert coverage.uncovered("What happens if my payment is late?", vocabulary) == []
+    assert coverage.uncovered("Is there a sauna next to the saunas?", vocabulary) == [
+        "sauna", "saunas"]

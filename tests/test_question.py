@@ -28,6 +28,8 @@ def related(word: str, words: Sequence[str]) -> float:
     ("Which bank does Brightwater use for direct debits?", Thing(("bank",))),
     ("Does the Kestrel room have a screen?", Thing(("screen",))),
     ("How much is a colour print?", Thing(("colour", "print"))),
+    ("Who designed the Brightwater logo?", Thing(("brightwater", "logo"))),
+    ("Who runs the café?", Thing(("café",))),
     ("What does a Demo Night ticket cost for non-members?", Thing(("demo", "night", "ticket"))),
 ])
 def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Thing) -> None:
@@ -40,6 +42,8 @@ def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Th
     "What did the founder do before?",       # "what did X do" is not "what X did"
     "Do I have to pay for filter coffee?",
     "What does one cost per month?",
+    "Who can vote at the yearly meeting?",   # a modal, not a verb done to the meeting
+    "Who founded Brightwater?",              # no article: a name, not a thing
 ])
 def test_questions_of_other_forms_name_no_thing(question: str) -> None:
     assert asked_thing(question) is None

@@ -3,10 +3,10 @@
 "How many windows does the Heron room have?" retrieves the Heron room's sentences, and one of
 them holds a count ("It seats 8 people"): the right kind of fact about the wrong thing. The
 asked-after thing is read off the question's form ("how many X", "which X does", "is there a
-X", "the name of the X", "who is the X", "Y's X"); a sentence is evidence only if it names that
-thing, in the same word or a close one ("bicycles" and "bikes"), and for "how many X" only if a
-number counts it. Questions of other forms pass unchanged. Plain strings in: how close two
-words are is the caller's (the embedding model's) judgement.
+X", "the name of the X", "who is the X", "who runs the X", "Y's X"); a sentence is evidence
+only if it names that thing, in the same word or a close one ("bicycles" and "bikes"), and for
+"how many X" only if a number counts it. Questions of other forms pass unchanged. Plain
+strings in: how close two words are is the caller's (the embedding model's) judgement.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ _FORMS = [
     re.compile(r"\bhow many\s+" + _THING, re.I),
     re.compile(r"\bname of (?:the |a |an )?" + _THING, re.I),
     re.compile(r"^\s*who(?:'s|’s| is| are| was)\s+(?:the |a |an )" + _THING, re.I),
+    # "Who designed the logo?", "Who runs the café?": whoever it is, the evidence names the logo.
+    re.compile(r"^\s*who\s+(?!(?:is|are|was|were|can|could|may|might|will|would|should|"
+               r"must|do|does|did|has|have|had)\b)[a-z]+\s+(?:the |a |an )" + _THING, re.I),
     re.compile(r"\b(?:is|are) there (?:a |an |any |some )?" + _THING, re.I),
     re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
                r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|goes|go)\b",
