@@ -144,6 +144,13 @@ def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
         math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0)
 
 
+def _candidates(hit: Hit) -> list[tuple[str, str]]:
+    """The (heading, sentence) pairs of `hit` that may be evidence: two words at least, and
+    never a sentence written to steer a model."""
+    return [(heading, sentence) for heading, sentence in sentences(hit.text)
+            if len(_WORD.findall(sentence)) >= 2 and not is_instruction(sentence)]
+
+
 class EvidencePicker:
     """Scores the sentences of retrieved chunks against a question; knows nothing of chat."""
 
@@ -173,11 +180,10 @@ class EvidencePicker:
     def closest(self, question: str, hits: list[Hit]) -> list[float]:
         """For each hit, the cosine of `question` to its nearest sentence (framed by its title
         and heading, as `pick` frames them); 0.0 for a hit without sentences."""
-        units = [[Evidence(s, h.title, h.chunk_id, 0.0, heading).framed
-                  for heading, s in sentences(h.text)
-                  if len(_WORD.findall(s)) >= 2 and not is_instruction(s)] for h in hits]
         import numpy as np
 
+        units = [[Evidence(s, h.title, h.chunk_id, 0.0, heading).framed
+                  for heading, s in _candidates(h)] for h in hits]
         matrix = np.asarray(self._vectors([question] + [u for unit in units for u in unit]),
                             dtype=np.float32)
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True).clip(1e-9)
@@ -198,12 +204,10 @@ class EvidencePicker:
         candidates: list[tuple[Hit, str, str]] = []  # (hit, heading, sentence)
         seen: set[str] = set()
         for hit in hits:
-            for heading, sentence in sentences(hit.text):
-                if sentence in seen or len(_WORD.findall(sentence)) < 2 \
-                        or is_instruction(sentence):
-                    continue
-                seen.add(sentence)
-                candidates.append((hit, heading, sentence))
+            for heading, sentence in _candidates(hit):
+                if sentence not in seen:
+                    seen.add(sentence)
+                    candidates.append((hit, heading, sentence))
         if not candidates:
             return []
         queries = [question] + ([f"{context} {question}"] if context else [])

@@ -194,6 +194,14 @@ class ChatService:
                           key=lambda h: h.score, reverse=True)
         return [h for h in rescored if h.score >= self.limits.min_score][: self.limits.retrieval_k]
 
+    def _look(self, question: str, history: list[Turn], context: str, language: str | None,
+              among: int | None = None) -> tuple[list[Hit], list[Evidence]]:
+        """The relevant chunks among the nearest `among` (with what users taught), and the
+        evidence chosen from them; no evidence: the knowledge base does not answer."""
+        taught, hits = self.taught(question, context, self.retrieve(question, history, among))
+        evidence = self.choose_evidence(question, hits, context, language, taught) if hits else []
+        return hits, evidence
+
     def _fit(self, history: list[Turn], question: str,
              evidence: list[Evidence]) -> ChatMessages:
         """Drop the oldest turns, then the weakest evidence, until the prompt fits the budget."""
@@ -321,13 +329,10 @@ class ChatService:
             return Reply(text=reply_text, message_id=message_id, grounding=grounding)
 
         context = self.follow_up_context(question, history)
-        taught, hits = self.taught(question, context, self.retrieve(question, history))
-        evidence = self.choose_evidence(question, hits, context, lang, taught) if hits else []
+        hits, evidence = self._look(question, history, context, lang)
         if not evidence and self.limits.second_look_k > self.limits.retrieval_k:
-            taught, hits = self.taught(question, context, self.retrieve(
-                question, history, among=self.limits.second_look_k))
-            evidence = self.choose_evidence(question, hits, context, lang, taught) if hits \
-                else []
+            hits, evidence = self._look(question, history, context, lang,
+                                        among=self.limits.second_look_k)
         if not hits:
             return without_model("no_knowledge", "no_knowledge")
         if not evidence:
