@@ -12,8 +12,10 @@ the settings of a fresh install. Figures:
     found in none of the excerpts retrieved for that question;
   * median answer words, reply p50/p95 seconds.
 
-Usage: python bench/answers/run.py [--base] [--label NAME] [--out FILE] [--limit N]
-`--base` serves the base model even when an adapter is promoted; `BASE_MODEL` picks the model.
+Usage: python bench/answers/run.py [--base] [--label NAME] [--out FILE] [--limit N] [--set ferries]
+`--set ferries` asks a second knowledge base instead (`ferries/`: a fictional ferry company, written
+in session 24 and never used to develop the answer path); `--base` serves the base model even
+when an adapter is promoted; `BASE_MODEL` picks the model.
 The script only uses APIs that older versions of the product also have, so it can measure the
 code before a change (PYTHONPATH=<old checkout>) beside the code after it, in one run.
 """
@@ -21,6 +23,7 @@ code before a change (PYTHONPATH=<old checkout>) beside the code after it, in on
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -36,8 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-from questions import ANSWERABLE, FOLLOW_UPS, HELD_OUT_ANSWERABLE, HELD_OUT_UNANSWERABLE, UNANSWERABLE  # noqa: E402
 
 from bot.config import Settings  # noqa: E402
 from bot.storage.store import UserInfo  # noqa: E402
@@ -137,11 +138,24 @@ def text_pdf(text: str) -> bytes:
     return bytes(out)
 
 
-def corpus(target: Path) -> list[Path]:
-    """The knowledge base's files, with each .txt source turned into a PDF."""
+# Each set: a knowledge base (`kb/`) and its questions (`questions.py`) in one folder.
+SETS = {"brightwater": HERE, "ferries": HERE / "ferries"}
+
+
+def load_set(name: str):  # type: ignore[no-untyped-def]
+    """The questions module of set `name`."""
+    spec = importlib.util.spec_from_file_location(f"questions_{name}", SETS[name] / "questions.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus(target: Path, source: Path = HERE) -> list[Path]:
+    """The knowledge base's files (`source`/kb), with each .txt source turned into a PDF."""
     target.mkdir(parents=True, exist_ok=True)
     files = []
-    for src in sorted((HERE / "kb").iterdir()):
+    for src in sorted((source / "kb").iterdir()):
         if src.suffix == ".txt":
             dest = target / f"{src.stem}.pdf"
             dest.write_bytes(text_pdf(src.read_text()))
@@ -182,7 +196,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the data dir here (default: a temporary one)")
     parser.add_argument("--verbose", action="store_true", help="print every answer")
+    parser.add_argument("--set", choices=list(SETS), default="brightwater",
+                        help="which knowledge base and questions to ask")
     args = parser.parse_args()
+    qs = load_set(args.set)
+    COMMON.add(getattr(qs, "NAME", "Brightwater"))
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-answers-"))
     settings = Settings(_env_file=None, data_dir=data_dir, seed_knowledge=False,
@@ -191,7 +209,7 @@ def main() -> None:
     if args.base:
         shutil.rmtree(settings.adapters_dir, ignore_errors=True)
     services = build_services(settings, seed=False)
-    for path in corpus(data_dir / "corpus"):
+    for path in corpus(data_dir / "corpus", SETS[args.set]):
         services.knowledge.add_file(path, actor="bench")
     chat = services.chat
     assert chat is not None
@@ -218,8 +236,8 @@ def main() -> None:
                "abstained": bool(ABSTAINS.search(reply.text)),
                "unsupported": unsupported(reply.text, "\n".join(recorder.seen)),
                "words": len(reply.text.split())}
-        if facts is not None:
-            row["correct"] = holds(reply.text, facts)
+        if facts is not None:  # "I don't know: ... does not answer" holds no fact, even "not"
+            row["correct"] = holds(reply.text, facts) and not row["abstained"]
         rows.append(row)
         if args.verbose:
             mark = {True: "✓", False: "✗", None: "?"}[row.get("correct")]
@@ -227,17 +245,17 @@ def main() -> None:
                   flush=True)
 
     model = getattr(chat.model, "adapter_version", "?")
-    ask("warmup", "Hello, what can you tell me about Brightwater?", None)
+    ask("warmup", getattr(qs, "WARMUP", "Hello, what can you tell me about Brightwater?"), None)
     rows.clear()
-    for question, facts in ANSWERABLE[:limit]:
+    for question, facts in qs.ANSWERABLE[:limit]:
         ask("answerable", question, facts)
-    for question in UNANSWERABLE[:limit]:
+    for question in qs.UNANSWERABLE[:limit]:
         ask("unanswerable", question, None)
-    for first, follow, facts in FOLLOW_UPS[:limit]:
+    for first, follow, facts in qs.FOLLOW_UPS[:limit]:
         ask("follow_up", follow, facts, warmup=first)
-    for question, facts in HELD_OUT_ANSWERABLE[:limit]:
+    for question, facts in qs.HELD_OUT_ANSWERABLE[:limit]:
         ask("held_out", question, facts)
-    for question in HELD_OUT_UNANSWERABLE[:limit]:
+    for question in qs.HELD_OUT_UNANSWERABLE[:limit]:
         ask("held_out_unanswerable", question, None)
 
     held_out = [r for r in rows if r["kind"].startswith("held_out")]
@@ -260,10 +278,11 @@ def main() -> None:
         "median_answer_words": statistics.median(r["words"] for r in answered) if answered else 0,
         "reply_p50_s": round(percentile(seconds, 0.5), 3),
         "reply_p95_s": round(percentile(seconds, 0.95), 3),
-        "questions": {"answerable": len(answerable) - len(FOLLOW_UPS[:limit]),
-                      "unanswerable": len(unanswerable), "follow_up": len(FOLLOW_UPS[:limit])},
-        # Questions written after the rules were set: how well the figures above generalise.
-        "held_out": {
+        "questions": {"answerable": len(answerable) - len(qs.FOLLOW_UPS[:limit]),
+                      "unanswerable": len(unanswerable), "follow_up": len(qs.FOLLOW_UPS[:limit])},
+    }
+    if held_out:  # questions written after the rules were set: how well the above generalise
+        figures["held_out"] = {
             "accuracy": round(statistics.mean(r["correct"] for r in held_answerable), 3),
             "abstention": round(statistics.mean(r["abstained"] for r in held_unanswerable), 3),
             "false_abstention": round(statistics.mean(r["abstained"] for r in held_answerable), 3),
@@ -271,10 +290,9 @@ def main() -> None:
                                                             for r in held_out), 3),
             "questions": {"answerable": len(held_answerable),
                           "unanswerable": len(held_unanswerable)},
-        },
-    }
+        }
     label = args.label or ("base" if args.base else "default")
-    run = {"label": label, "adapter": model, "figures": figures,
+    run = {"label": label, "set": args.set, "adapter": model, "figures": figures,
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count()},
            "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows_all}
