@@ -69,13 +69,19 @@ def stem(word: str) -> str:
     return word
 
 
+_CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
 def content_words(text: str) -> set[str]:
-    """Lower-case words that carry meaning, crudely stemmed so 'rooms' meets 'room'."""
+    """Lower-case words that carry meaning, crudely stemmed so 'rooms' meets 'room'; a name
+    written in camel case counts its parts too ("FerryAlert": "alert")."""
     words = set()
-    for word in _WORD.findall(text.lower()):
-        if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
-            continue
-        words.add(stem(word))
+    for token in _WORD.findall(text):
+        parts = _CAMEL_PART.findall(token) if not token.islower() else []
+        for word in [token.lower()] + ([p.lower() for p in parts] if len(parts) > 1 else []):
+            if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
+                continue
+            words.add(stem(word))
     return words
 
 
@@ -151,6 +157,22 @@ def _candidates(hit: Hit) -> list[tuple[str, str]]:
             if len(_WORD.findall(sentence)) >= 2 and not is_instruction(sentence)]
 
 
+# What a sentence holds, in the words a question asks for it with: "Which e-mail address can I
+# write to?" shares no word with "You can also write to help@example.org" but the e-mail.
+_KIND_TERMS = [
+    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), frozenset({"mail", "email", "address"})),
+    (re.compile(r"(?<![\w.])\+?\d[\d ()/-]{6,}\d\b"),
+     frozenset({"phone", "number", "call", "telephone"})),
+    (re.compile(r"\bhttps?://|\bwww\.", re.I), frozenset({"website", "site", "web", "link"})),
+]
+
+
+def kind_words(sentence: str) -> set[str]:
+    """The words that name what kind of contact `sentence` gives (an e-mail, a phone number,
+    a web address): a question asking for it by that name shares them."""
+    return {w for pattern, words in _KIND_TERMS if pattern.search(sentence) for w in words}
+
+
 class EvidencePicker:
     """Scores the sentences of retrieved chunks against a question; knows nothing of chat."""
 
@@ -217,7 +239,8 @@ class EvidencePicker:
         q_vecs, s_vecs = vectors[: len(queries)], vectors[len(queries):]
         q_words = content_words(question)
         c_words = content_words(context) - q_words if context else set()
-        bags = [content_words(f"{heading} {sentence}") for _, heading, sentence in candidates]
+        bags = [content_words(f"{heading} {sentence}") | kind_words(sentence)
+                for _, heading, sentence in candidates]
 
         def overlap_of(asked: set[str], words: set[str]) -> float:
             return len(asked & words) / len(asked) if asked else 0.0
@@ -263,10 +286,14 @@ class Coverage:
     """
 
     def __init__(self, embedder: Embedder, specific_below: float = 5.0,
-                 related_above: float = 0.5) -> None:
+                 related_above: float = 0.5, near_above: float = 0.3) -> None:
         self._embedder = embedder
         self.specific_below = specific_below  # Zipf frequency: under 5 is not an everyday word
         self.related_above = related_above    # cosine of two words' embeddings
+        # ... and to one word of the answering sentence, looser: a paraphrase ("quit" and
+        # "cancelled" 0.38, "bounces" and "fails" 0.35) is near, "horse" and "write" (0.28)
+        # or "breakfast" and "fare" (0.27) are not.
+        self.near_above = near_above
         self._vectors: dict[str, Any] = {}    # word -> unit vector (numpy), kept across changes
         self._matrix: tuple[set[str], Any] | None = None
         # Answers are prepared on several threads at once: one rebuilding the matrix (which
@@ -304,9 +331,13 @@ class Coverage:
             return 0.0
         return float((self._embed([word]) @ self._embed(list(words)).T).max())
 
-    def uncovered(self, question: str, vocabulary: set[str], language: str = "en") -> list[str]:
+    def uncovered(self, question: str, vocabulary: set[str], language: str = "en",
+                  near: set[str] | None = None) -> list[str]:
         """Specific words of `question` that neither occur in `vocabulary` (the knowledge
-        base's `content_words`) nor resemble any word of it."""
+        base's `content_words`) nor resemble any word of it; with `near` (the words of the
+        sentence that would answer), also those that resemble none of `near`: "Can I bring a
+        horse?" is not answered by a sentence that does not speak of animals, though the
+        knowledge base does elsewhere."""
         from wordfreq import zipf_frequency
 
         candidates = [w for w in _WORD.findall(question.lower())
@@ -322,6 +353,11 @@ class Coverage:
         if not novel or not vocabulary:
             return novel
         matrix = self._vocabulary_matrix(vocabulary)
-        similarity = (self._embed(novel) @ matrix.T).max(axis=1)
-        return [w for w, sim in zip(novel, similarity.tolist(), strict=True)
-                if sim < self.related_above]
+        similarity = (self._embed(novel) @ matrix.T).max(axis=1).tolist()
+        if near is not None:
+            close = sorted(w for w in near if not w.isdigit())
+            nearby = (self._embed(novel) @ self._embed(close).T).max(axis=1).tolist() \
+                if close else [0.0] * len(novel)
+            return [w for w, sim, near_sim in zip(novel, similarity, nearby, strict=True)
+                    if sim < self.related_above or near_sim < self.near_above]
+        return [w for w, sim in zip(novel, similarity, strict=True) if sim < self.related_above]

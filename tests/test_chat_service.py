@@ -293,3 +293,17 @@ def test_a_chunk_is_scored_by_its_best_sentence_when_that_matches_better(
     assert hit.title == "About"
     best = services.knowledge.closest("What animal is the mascot?", [hit])[0]
     assert hit.score == pytest.approx(best) and best > chunk_only
+
+
+def test_a_question_about_a_day_is_answered_from_that_days_sentence(
+        services: Services, fake_model: FakeChatModel) -> None:
+    # The undated sentence shares more of the question's words than Saturday's does.
+    add_doc(services, "Timetable", "On weekdays the first ferry leaves Port Aldery at 06:15. "
+                                   "When the first ferry from Port Aldery is full, the last "
+                                   "ferry leaves Port Aldery at 22:40. "
+                                   "On Saturdays the first ferry leaves at 08:00.")
+    fake_model.queue("On Saturdays the first ferry leaves at 08:00.")
+    reply = services.chat.answer(1, ALICE, "When does the first ferry leave Port Aldery on a "
+                                           "Saturday?")
+    assert reply.grounding == "verified" and reply.evidence[0].text.startswith("On Saturdays")
+    assert all("weekdays" not in e.text for e in reply.evidence[:1])

@@ -6,11 +6,20 @@ from bot.services.grounding import (
     answers_kind,
     check_answer,
     claims,
+    days,
+    same_days,
     says_dont_know,
     trim_run_on,
     unsupported_claims,
 )
-from knowledge.evidence import EvidencePicker, is_instruction, sentences
+from knowledge.evidence import (
+    Coverage,
+    EvidencePicker,
+    content_words,
+    is_instruction,
+    kind_words,
+    sentences,
+)
 from knowledge.index import Hit
 from tests.fakes import FakeEmbedder
 
@@ -192,3 +201,75 @@ def test_an_inflected_everyday_word_is_not_a_term_the_knowledge_base_lacks() -> 
     assert coverage.uncovered("What happens if my payment is late?", vocabulary) == []
     assert coverage.uncovered("Is there a sauna next to the saunas?", vocabulary) == [
         "sauna", "saunas"]
+
+
+def test_a_question_about_one_day_is_not_answered_by_a_sentence_about_other_days() -> None:
+    assert days("From Monday to Friday") == days("on weekdays") == frozenset(range(5))
+    assert days("On Saturdays and Sundays") == days("at the weekend") == {5, 6}
+    assert days("Friday to Monday") == {4, 5, 6, 0} and days("open daily") == set(range(7))
+    saturday = "When does the first ferry leave on a Saturday?"
+    assert not same_days(saturday, "On weekdays the first ferry leaves at 06:15.")
+    assert same_days(saturday, "On Saturdays and Sundays the first ferry leaves at 08:00.")
+    assert same_days(saturday, "The last ferry leaves at 22:40.")  # no day: it may answer
+    assert same_days("When does the first ferry leave?", "On weekdays it leaves at 06:15.")
+    assert same_days("Can I work there on a Tuesday evening?",
+                     "From Monday to Friday the building is open from 07:30 to 21:00.")
+
+
+def test_a_speed_or_a_size_is_asked_with_its_unit() -> None:
+    speed = "What is the top speed of the Tern?"
+    assert not answers_kind(speed, "The MV Tern takes 320 passengers and 40 cars.")
+    assert answers_kind(speed, "The Tern sails at up to 14 knots.")
+    assert answers_kind("How fast is the guest Wi-Fi?", "It is limited to 10 Mbit/s.")
+    height = "What is the maximum height of a vehicle?"
+    assert answers_kind(height, "A vehicle may be at most 12 metres long and 4.2 metres high.")
+    assert not answers_kind(height, "Only 40 cars fit on the car deck.")
+
+
+def test_a_when_answer_that_drops_the_hour_of_its_evidence_is_not_used() -> None:
+    evidence = ["Opening hours: From Monday to Friday the building is open from 07:30 to 21:00."]
+    question = "When does the building open on weekdays?"
+    dropped = check_answer("The building opens on weekdays on Monday to Friday.", question,
+                           evidence)
+    assert not dropped.supported and dropped.reason == "off_topic"
+    assert check_answer("It opens at 07:30 from Monday to Friday.", question, evidence).supported
+
+
+def test_an_e_mail_or_phone_number_counts_as_the_words_that_ask_for_it() -> None:
+    assert kind_words("You can also write to help@ferries.example.") >= {"mail", "address"}
+    assert "phone" in kind_words("Call us on +31 55 501 4200.")
+    assert kind_words("It costs 4200 euros, from 07:00 to 20:00 in 2017.") == set()
+    hits = [Hit("c1", 1, 1, "Contact us", "Complaints are answered within 10 working days. "
+                "You can also write to help@ferries.example.", 0.3)]
+    best = EvidencePicker(FakeEmbedder()).pick("Which e-mail address can I write to?", hits, 1)
+    assert "help@ferries.example" in best[0].text
+
+
+def test_the_parts_of_a_camel_case_name_are_words_of_the_knowledge_base() -> None:
+    words = content_words("Sign up for FerryAlert in the DeskLoop app; BW-Members-5G.")
+    assert {"ferryalert", "alert", "ferry", "deskloop", "desk", "loop", "member"} <= words
+
+
+class WordEmbedder:
+    """Each word a fixed direction, so closeness between words is chosen by the test."""
+
+    dim, max_tokens = 4, 16
+    AXES = {"horse": [1, 0, 0, 0], "animal": [0.8, 0.6, 0, 0], "write": [0, 0, 1, 0],
+            "ferry": [0, 0, 0, 1], "bring": [0, 0.6, 0.8, 0]}
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in self.AXES.get(t, [0, 0, 0, 1])] for t in texts]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def test_a_word_the_knowledge_base_lacks_must_resemble_a_word_of_the_answering_sentence() -> None:
+    coverage = Coverage(WordEmbedder())  # type: ignore[arg-type]
+    vocabulary = {"animal", "write", "ferry", "bring"}
+    question = "Can I bring a horse on the ferry?"
+    # "horse" is close to "animal" (0.8), so the knowledge base speaks of it somewhere ...
+    assert coverage.uncovered(question, vocabulary) == []
+    assert coverage.uncovered(question, vocabulary, near={"animal", "ferry"}) == []
+    # ... but a sentence about writing to customer service does not.
+    assert coverage.uncovered(question, vocabulary, near={"write", "ferry"}) == ["horse"]

@@ -31,6 +31,12 @@ def related(word: str, words: Sequence[str]) -> float:
     ("Who designed the Brightwater logo?", Thing(("brightwater", "logo"))),
     ("Who runs the café?", Thing(("café",))),
     ("What does a Demo Night ticket cost for non-members?", Thing(("demo", "night", "ticket"))),
+    ("Who owns the company today?", Thing(("company",))),  # "today" is when, not what
+    ("Which ship is the water taxi?", Thing(("water", "taxi"))),  # the taxi, not "ship"
+    ("Where is the head office?", Thing(("head", "office"))),
+    ("Where is the printer located?", Thing(("printer",))),
+    ("What day is the market held?", Thing(("market",))),
+    ("What is the phone number of the harbour master?", Thing(("harbour", "master"))),
 ])
 def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Thing) -> None:
     assert asked_thing(question) == thing
@@ -96,3 +102,18 @@ def test_a_code_is_not_a_count() -> None:
     assert not answers_kind("How fast is the members' Wi-Fi?",
                             "The Wi-Fi network for members is called BW-Members-5G.")
     assert answers_kind("How fast is the guest Wi-Fi?", "It is limited to 10 Mbit/s.")
+
+
+def test_which_one_is_the_thing_is_answered_by_the_sentence_naming_the_thing() -> None:
+    taxi = asked_thing("Which ship is the water taxi?")
+    assert taxi is not None
+    assert names_thing(taxi, "The MV Skua is a small water taxi for 12 passengers.", related)
+    assert not names_thing(taxi, "The MV Puffin is the spare ship.", related)
+    office = asked_thing("Where is the head office?")
+    assert office is not None
+    assert not names_thing(office, "Amira Castell is the head of customer service.", related)
+    assert names_thing(office, "The head office is at 3 Quay Street.", related)
+    master = asked_thing("What is the phone number of the Skerryvale harbour master?")
+    assert master is not None
+    assert not names_thing(master, "Customer service answers the phone on +31 55 501 4200.",
+                           related)

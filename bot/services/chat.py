@@ -18,7 +18,9 @@ from bot.services.grounding import (
     answers_kind,
     check_answer,
     claims,
+    days,
     normalise,
+    same_days,
     supported,
     trim_run_on,
 )
@@ -136,7 +138,8 @@ class Retriever(Protocol):
 
     def closest(self, question: str, hits: list[Hit]) -> list[float]: ...
 
-    def uncovered(self, question: str, language: str | None = None) -> list[str]: ...
+    def uncovered(self, question: str, language: str | None = None,
+                  near: set[str] | None = None) -> list[str]: ...
 
     def related(self, word: str, words: Sequence[str]) -> float: ...
 
@@ -247,8 +250,12 @@ class ChatService:
         for a sentence saying "pages for free each month"): users said it answers this."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing = asked_thing(question)
-        fitting = [e for e in evidence if answers_kind(question, e.text) and (
-            thing is None or names_thing(thing, e.framed, self.retriever.related))]
+        fitting = [e for e in evidence if answers_kind(question, e.text)
+                   and same_days(question, e.text) and (
+                       thing is None or names_thing(thing, e.framed, self.retriever.related))]
+        if days(question):  # "on a Saturday": the sentence about that day, if one is as good
+            dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - 0.1]
+            fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]
         for lesson in taught:
             backing = next((e for e in evidence
                             if supported(lesson.text, [e.framed], given=lesson.question)), None)
@@ -262,7 +269,9 @@ class ChatService:
                 return []
             asked = f"{context} {question}" if context else question
             if self.limits.abstain_on_unknown_terms and not self.rephrases(
-                    asked, self.retriever.uncovered(asked, language), fitting[0]):
+                    asked, self.retriever.uncovered(asked, language,
+                                                    near=content_words(fitting[0].framed)),
+                    fitting[0]):
                 return []
         return (fitting + [e for e in evidence if e not in fitting])[: self.limits.evidence_k]
 

@@ -134,6 +134,7 @@ _ASKS_TIME = re.compile(r"\b(when|what time|which day|what day|how long|how many
 # on Mondays"; "closed" is an answer.
 _ASKS_CLOCK = re.compile(r"\b(what|which|at what) time\b(?! of (the )?(year|day|month))|"
                          r"\bhow (late|early)\b", re.I)
+_CLOCK_TIME = re.compile(r"\b\d{1,2}[:.]\d{2}\b|\b\d{1,2}\s?(?:am|pm)\b", re.I)
 _CLOCK = re.compile(r"\d|\b(noon|midday|midnight|morning|afternoon|evening|night|closed|"
                     r"around the clock)\b", re.I)
 # "How long" wants a duration (or a length): a number with its unit, or a span of clock times;
@@ -151,6 +152,15 @@ _DURATION = re.compile(
 _ASKS_AGE = re.compile(r"\bhow old\b", re.I)
 _AGE = re.compile(r"\b(1[5-9]|20)\d\d\b|\bsince\b|(?:\d+|\b(?:" + "|".join(NUMBER_WORDS)
                   + r"|a|an|a few|several)\b)[\s-]*(?:years?|months?|weeks?|days?)\b", re.I)
+# "What is the top speed of the ship?" wants a speed, "the maximum height" a length: a sentence
+# about the ship without one ("it takes 320 passengers") does not answer.
+_ASKS_SPEED = re.compile(r"\b(speed|speeds|how fast)\b", re.I)
+_SPEED = re.compile(r"\d\s*(?:knots?|km/h|kph|mph|kilomet(?:re|er)s? (?:an|per) hour|"
+                    r"miles? (?:an|per) hour|[kmg]bits?|[kmg]bps|[kmg]b/s)", re.I)
+_ASKS_SIZE = re.compile(r"\b(height|width|length|depth|weight|how (tall|wide|heavy|deep|high))\b",
+                        re.I)
+_SIZE = re.compile(r"\d\s*(?:m|cm|mm|km|metres?|meters?|centimet(?:re|er)s?|feet|foot|ft|"
+                   r"inch(?:es)?|kg|kilos?|kilograms?|tonnes?|tons?|lbs?|pounds?|square)\b", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
@@ -189,6 +199,10 @@ def answers_kind(question: str, sentence: str) -> bool:
         names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
                  if is_name(n, _starts_sentence(sentence, i))]
         return any(normalise(n) not in asked for n in names)
+    if _ASKS_SPEED.search(question):
+        return _SPEED.search(sentence) is not None
+    if _ASKS_SIZE.search(question):
+        return _SIZE.search(sentence) is not None
     if _ASKS_CLOCK.search(question):
         return _CLOCK.search(sentence) is not None
     if _ASKS_DURATION.search(question):
@@ -206,6 +220,41 @@ def answers_kind(question: str, sentence: str) -> bool:
     if _ASKS_NUMBER.search(question):
         return _QUANTITY.search(sentence) is not None
     return True
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_WORD = "(" + "|".join(_WEEKDAYS) + ")s?"
+_DAY_RANGE = re.compile(rf"\b{_DAY_WORD}\s*(?:to|until|till|through|-|–)\s*{_DAY_WORD}\b", re.I)
+_DAY = re.compile(rf"\b{_DAY_WORD}\b|\b(weekdays?|weekends?|daily|every day|(?:7|seven) days "
+                  r"a week)\b", re.I)
+
+
+def days(text: str) -> frozenset[int]:
+    """The days of the week `text` speaks of (0 = Monday): named ones, "Monday to Friday",
+    "weekdays", "weekends", "daily"."""
+    found: set[int] = set()
+    for m in _DAY_RANGE.finditer(text):
+        first, last = _WEEKDAYS.index(m.group(1).lower()), _WEEKDAYS.index(m.group(2).lower())
+        found |= {d % 7 for d in range(first, last + 1 if last >= first else last + 8)}
+    for m in _DAY.finditer(text):
+        word = m.group(0).lower()
+        if m.group(1):
+            found.add(_WEEKDAYS.index(m.group(1).lower()))
+        elif word.startswith("weekday"):
+            found |= {0, 1, 2, 3, 4}
+        elif word.startswith("weekend"):
+            found |= {5, 6}
+        else:
+            found |= set(range(7))
+    return frozenset(found)
+
+
+def same_days(question: str, sentence: str) -> bool:
+    """False when the question asks about a day the sentence's days leave out: "the first
+    ferry on weekdays" does not answer "on a Saturday"; a sentence naming no day may."""
+    asked = days(question)
+    said = days(sentence) if asked else frozenset()
+    return not asked or not said or bool(asked & said)
 
 
 def asks_kind(question: str) -> bool:
@@ -248,6 +297,9 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
         return Check(False, missing, "unsupported")
     facts = claims(answer)
     if not answers_kind(question, answer) or (asks_kind(question) and not facts):
+        return Check(False, [], "off_topic")
+    if _ASKS_TIME.search(question) and _CLOCK_TIME.search(evidence[0]) \
+            and not re.search(r"\d", answer):  # "It opens on weekdays." for "When ... open?"
         return Check(False, [], "off_topic")
     if not same_polarity(answer, evidence[0]):
         return Check(False, [], "contradicts")

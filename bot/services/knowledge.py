@@ -281,10 +281,12 @@ class KnowledgeService:
         self._stats = (signature, stats)
         return stats
 
-    def uncovered(self, question: str, language: str | None = None) -> list[str]:
-        """Specific words of `question` the knowledge base never speaks of (see `Coverage`)."""
+    def uncovered(self, question: str, language: str | None = None,
+                  near: set[str] | None = None) -> list[str]:
+        """Specific words of `question` the knowledge base never speaks of, or that the
+        `near` words (of the sentence that would answer) do not (see `Coverage`)."""
         return self._coverage.uncovered(question, self.vocabulary(),
-                                        (language or "en").split("-")[0])
+                                        (language or "en").split("-")[0], near)
 
     def related(self, word: str, words: Sequence[str]) -> float:
         """How close in meaning `word` is to the closest of `words` (cosine, 1 = same)."""

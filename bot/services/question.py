@@ -3,7 +3,8 @@
 "How many windows does the Heron room have?" retrieves the Heron room's sentences, and one of
 them holds a count ("It seats 8 people"): the right kind of fact about the wrong thing. The
 asked-after thing is read off the question's form ("how many X", "which X does", "is there a
-X", "the name of the X", "who is the X", "who runs the X", "Y's X"); a sentence is evidence
+X", "the name of the X", "who is the X", "who runs the X", "which Y is the X", "where is
+the X", "Y's X"); a sentence is evidence
 only if it names that thing, in the same word or a close one ("bicycles" and "bikes"), and for
 "how many X" only if a number counts it. Questions of other forms pass unchanged. Plain
 strings in: how close two words are is the caller's (the embedding model's) judgement.
@@ -28,15 +29,23 @@ sort type thing percentage
 _STOP = STOPWORDS | frozenset("""
 does do is are can could should may might will would did have has for there of in on at to
 with per each every a an the if that who which
+today now currently nowadays still usually normally actually exactly
 """.split())
+_PARTICIPLES = frozenset("held found kept run made built done given open closed shown sold".split())
 _THING = r"(?P<t>[\w'’ -]+)"
 _FORMS = [
     re.compile(r"\bhow many\s+" + _THING, re.I),
-    re.compile(r"\bname of (?:the |a |an )?" + _THING, re.I),
+    # "the name of the cat", "the phone number of the harbour master": the cat, the master.
+    re.compile(r"\b(?:name|phone number|telephone number|number|e-?mail(?: address)?|address|"
+               r"website|price|cost) of (?:the |a |an )?" + _THING, re.I),
     re.compile(r"^\s*who(?:'s|’s| is| are| was)\s+(?:the |a |an )" + _THING, re.I),
     # "Who designed the logo?", "Who runs the café?": whoever it is, the evidence names the logo.
     re.compile(r"^\s*who\s+(?!(?:is|are|was|were|can|could|may|might|will|would|should|"
                r"must|do|does|did|has|have|had)\b)[a-z]+\s+(?:the |a |an )" + _THING, re.I),
+    # "Which ship is the water taxi?": the evidence names the water taxi, not "ship".
+    re.compile(r"^\s*(?:which|what)\s+[\w'’-]+\s+(?:is|are|was|were)\s+(?:the |a |an )"
+               + _THING + r"\?*\s*$", re.I),
+    re.compile(r"^\s*where(?:'s|’s| is| are)\s+(?:the |a |an )" + _THING + r"\?*\s*$", re.I),
     re.compile(r"\b(?:is|are) there (?:a |an |any |some )?" + _THING, re.I),
     re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
                r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|goes|go)\b",
@@ -66,6 +75,18 @@ class Thing:
     capacity: bool = False
 
 
+_EST_NOUNS = frozenset("guest interest contest request forest harvest protest conquest inquest "
+                       "manifest".split())
+
+
+def _not_a_thing(word: str) -> bool:
+    """A participle or a superlative ending a question's phrase: "held", "located", "biggest"."""
+    return word in _PARTICIPLES \
+        or (len(word) >= 6 and word.endswith("est") and word not in _EST_NOUNS) \
+        or (len(word) > 4 and word.endswith("ed") and not word.endswith("eed")
+            and word != "hundred")
+
+
 def asked_thing(question: str) -> Thing | None:
     """The thing `question` asks after, or None when its form does not say."""
     text = question.replace("’", "'")
@@ -87,6 +108,10 @@ def asked_thing(question: str) -> Thing | None:
                 continue
             words.append(word)
         words = [w for w in words if w not in _KIND_WORDS and not w.isdigit() and len(w) > 1]
+        # "What day is the market held?", "Where is the printer located?": the market, the
+        # printer; "Which room is the biggest?" names no thing.
+        while words and _not_a_thing(words[-1]):
+            words.pop()
         if words:
             return Thing(tuple(words), owner, counted=form is _FORMS[0],
                          capacity=bool(_CAPACITY.search(text)))
