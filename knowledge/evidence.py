@@ -353,11 +353,10 @@ class Coverage:
         if not novel or not vocabulary:
             return novel
         matrix = self._vocabulary_matrix(vocabulary)
-        similarity = (self._embed(novel) @ matrix.T).max(axis=1).tolist()
-        if near is not None:
-            close = sorted(w for w in near if not w.isdigit())
-            nearby = (self._embed(novel) @ self._embed(close).T).max(axis=1).tolist() \
-                if close else [0.0] * len(novel)
-            return [w for w, sim, near_sim in zip(novel, similarity, nearby, strict=True)
-                    if sim < self.related_above or near_sim < self.near_above]
-        return [w for w, sim in zip(novel, similarity, strict=True) if sim < self.related_above]
+        vectors = self._embed(novel)
+        similarity = (vectors @ matrix.T).max(axis=1).tolist()
+        close = sorted(w for w in near or () if not w.isdigit())
+        nearby = ((vectors @ self._embed(close).T).max(axis=1).tolist() if close
+                  else [0.0 if near is not None else 1.0] * len(novel))
+        return [w for w, sim, near_sim in zip(novel, similarity, nearby, strict=True)
+                if sim < self.related_above or near_sim < self.near_above]

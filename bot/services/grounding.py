@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 # A claim: something a reader would take as a fact that must have come from somewhere.
@@ -150,7 +150,8 @@ _DURATION = re.compile(
 # "How old" wants an age or the year something began: "140 desks" is no answer to "How old is
 # the cat?", "founded in 2017" or "three years old" is.
 _ASKS_AGE = re.compile(r"\bhow old\b", re.I)
-_AGE = re.compile(r"\b(1[5-9]|20)\d\d\b|\bsince\b|(?:\d+|\b(?:" + "|".join(NUMBER_WORDS)
+_YEAR = re.compile(r"\b(1[5-9]|20)\d\d\b")
+_AGE = re.compile(_YEAR.pattern + r"|\bsince\b|(?:\d+|\b(?:" + "|".join(NUMBER_WORDS)
                   + r"|a|an|a few|several)\b)[\s-]*(?:years?|months?|weeks?|days?)\b", re.I)
 # "What is the top speed of the ship?" wants a speed, "the maximum height" a length: a sentence
 # about the ship without one ("it takes 320 passengers") does not answer.
@@ -165,17 +166,17 @@ _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december")
+_MONTH = re.compile(rf"\b({_MONTHS})\b", re.I)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ASKS_EMAIL = re.compile(r"\b(e-?mail|email)\b", re.I)
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
 _QUANTITY = re.compile(r"\d|\b(" + "|".join(NUMBER_WORDS) + r"|free|closed|daily|weekly|"
-                       r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekdays?|"
-                       r"weekends?|noon|midnight|morning|evening|night|january|february|march|"
-                       r"april|may|june|july|august|september|october|november|december)\b",
+                       + "|".join(_WEEKDAYS) + r"|weekdays?|weekends?|noon|midnight|morning|"
+                       r"evening|night|" + _MONTHS + r")\b", re.I)
+
+
+_CALENDAR = re.compile(rf"^({_MONTHS}|{'|'.join(_WEEKDAYS)}|christmas|easter|new year)s?$",
                        re.I)
-
-
-_CALENDAR = re.compile(rf"^({_MONTHS}|monday|tuesday|wednesday|thursday|friday|saturday|"
-                       r"sunday|christmas|easter|new year)s?$", re.I)
 
 
 def is_name(words: str, starts_sentence: bool) -> bool:
@@ -190,6 +191,22 @@ def is_name(words: str, starts_sentence: bool) -> bool:
     return True
 
 
+# The kinds of fact a question may ask for, most specific first: the first it asks for is the
+# one its evidence must hold ("how much time" asks for a time, not a price).
+_KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
+    (_ASKS_SPEED.search, _SPEED),
+    (_ASKS_SIZE.search, _SIZE),
+    (_ASKS_CLOCK.search, _CLOCK),
+    (_ASKS_DURATION.search, _DURATION),
+    (_ASKS_AGE.search, _AGE),
+    (_ASKS_YEAR.search, _YEAR),
+    (_ASKS_MONTH.search, _MONTH),
+    (lambda q: _ASKS_PRICE.search(q) and not _ASKS_TIME.search(q), _PRICE),
+    (_ASKS_COUNT.search, _COUNT),
+    (_ASKS_NUMBER.search, _QUANTITY),
+]
+
+
 def answers_kind(question: str, sentence: str) -> bool:
     """False when the question asks for a number, a person or an e-mail the sentence lacks."""
     if _ASKS_EMAIL.search(question) and "@" not in sentence:
@@ -199,30 +216,10 @@ def answers_kind(question: str, sentence: str) -> bool:
         names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
                  if is_name(n, _starts_sentence(sentence, i))]
         return any(normalise(n) not in asked for n in names)
-    if _ASKS_SPEED.search(question):
-        return _SPEED.search(sentence) is not None
-    if _ASKS_SIZE.search(question):
-        return _SIZE.search(sentence) is not None
-    if _ASKS_CLOCK.search(question):
-        return _CLOCK.search(sentence) is not None
-    if _ASKS_DURATION.search(question):
-        return _DURATION.search(sentence) is not None
-    if _ASKS_AGE.search(question):
-        return _AGE.search(sentence) is not None
-    if _ASKS_YEAR.search(question):
-        return re.search(r"\b(1[5-9]|20)\d\d\b", sentence) is not None
-    if _ASKS_MONTH.search(question):
-        return re.search(rf"\b({_MONTHS})\b", sentence, re.I) is not None
-    if _ASKS_PRICE.search(question) and not _ASKS_TIME.search(question):
-        return _PRICE.search(sentence) is not None
-    if _ASKS_COUNT.search(question):
-        return _COUNT.search(sentence) is not None
-    if _ASKS_NUMBER.search(question):
-        return _QUANTITY.search(sentence) is not None
-    return True
+    wanted = next((kind for asks, kind in _KINDS if asks(question)), None)
+    return wanted is None or wanted.search(sentence) is not None
 
 
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_WORD = "(" + "|".join(_WEEKDAYS) + ")s?"
 _DAY_RANGE = re.compile(rf"\b{_DAY_WORD}\s*(?:to|until|till|through|-|–)\s*{_DAY_WORD}\b", re.I)
 _DAY = re.compile(rf"\b{_DAY_WORD}\b|\b(weekdays?|weekends?|daily|every day|(?:7|seven) days "
