@@ -94,6 +94,7 @@ lint: $(STAMP)
 bench-answers: $(STAMP)
 	$(BIN)/python bench/answers/run.py $(ARGS)
 	$(BIN)/python bench/answers/run.py --set ferries --out bench/results/answers_ferries.json $(ARGS)
+	$(BIN)/python bench/answers/run.py --set quillnote --out bench/results/answers_quillnote.json $(ARGS)
 
 bench-retrieval: $(STAMP)
 	@test -f /usr/share/doc/sqlite3/lang.html && test -d /usr/share/doc/postgresql-doc-15/html || { echo "Needs the corpora: apt-get install sqlite3-doc postgresql-doc-15"; exit 1; }

@@ -69,6 +69,19 @@ def stem(word: str) -> str:
     return word
 
 
+_DERIVED = ("ions", "ion", "ments", "ment", "ings", "ing", "ed")
+
+
+def root(word: str) -> str:
+    """`stem`, and a derived form's root as well: "encryption" and "encrypted" meet at
+    "encrypt", "booking" and "booked" at "book"."""
+    word = stem(word)
+    for suffix in _DERIVED:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
 _CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
@@ -296,6 +309,7 @@ class Coverage:
         self.near_above = near_above
         self._vectors: dict[str, Any] = {}    # word -> unit vector (numpy), kept across changes
         self._matrix: tuple[set[str], Any] | None = None
+        self._root_cache: tuple[set[str], set[str]] | None = None
         # Answers are prepared on several threads at once: one rebuilding the matrix (which
         # forgets words not in the knowledge base) must not drop the words another is using.
         self._lock = threading.RLock()
@@ -325,6 +339,13 @@ class Coverage:
                 self._vectors = {w: self._vectors[w] for w in words}  # forget removed words
             return self._matrix[1]
 
+    def _roots(self, vocabulary: set[str]) -> set[str]:
+        """The roots of `vocabulary`'s words, kept while it is the same set."""
+        cached = self._root_cache
+        if cached is None or cached[0] is not vocabulary:
+            cached = self._root_cache = (vocabulary, {root(w) for w in vocabulary})
+        return cached[1]
+
     def related(self, word: str, words: Sequence[str]) -> float:
         """The highest cosine between `word` and any of `words`, by their embeddings."""
         if not words:
@@ -340,9 +361,11 @@ class Coverage:
         knowledge base does elsewhere."""
         from wordfreq import zipf_frequency
 
+        roots = self._roots(vocabulary)
         candidates = [w for w in _WORD.findall(question.lower())
                       if w not in STOPWORDS and len(w) > 2 and not w.isdigit()
-                      and w not in vocabulary and stem(w) not in vocabulary]
+                      and w not in vocabulary and stem(w) not in vocabulary
+                      and root(w) not in roots]
         try:
             novel = [w for w in candidates
                      if max(zipf_frequency(f, language) for f in word_forms(w, language))

@@ -307,3 +307,17 @@ def test_a_question_about_a_day_is_answered_from_that_days_sentence(
                                            "Saturday?")
     assert reply.grounding == "verified" and reply.evidence[0].text.startswith("On Saturdays")
     assert all("weekdays" not in e.text for e in reply.evidence[:1])
+
+
+def test_a_sentence_about_another_named_thing_is_no_evidence(
+        services: Services, fake_model: FakeChatModel) -> None:
+    # The Tern's sentence holds a count of cars; the question asks about the Puffin.
+    add_doc(services, "The fleet", "The MV Tern is the largest ship: it takes 320 passengers "
+                                   "and 40 cars. The MV Puffin is the spare ship. The MV Gannet "
+                                   "has room for 10 bicycles.")
+    calls = len(fake_model.calls)
+    reply = services.chat.answer(1, ALICE, "How many cars does the Puffin take?")
+    assert reply.grounding == "abstained" and len(fake_model.calls) == calls
+    fake_model.queue("The MV Gannet has room for 10 bicycles.")
+    reply = services.chat.answer(2, ALICE, "How many bicycles does the Gannet take?")
+    assert reply.grounding == "verified" and "Gannet" in reply.evidence[0].text

@@ -18,6 +18,7 @@ from knowledge.evidence import (
     content_words,
     is_instruction,
     kind_words,
+    root,
     sentences,
 )
 from knowledge.index import Hit
@@ -273,3 +274,30 @@ def test_a_word_the_knowledge_base_lacks_must_resemble_a_word_of_the_answering_s
     assert coverage.uncovered(question, vocabulary, near={"animal", "ferry"}) == []
     # ... but a sentence about writing to customer service does not.
     assert coverage.uncovered(question, vocabulary, near={"write", "ferry"}) == ["horse"]
+
+
+def test_a_bare_number_is_not_found_in_a_price() -> None:
+    evidence = ["Plus plan: The Plus plan costs €4 per month. It syncs between up to 5 devices."]
+    assert unsupported_claims("A Plus account can use up to 4 devices.", evidence) == ["4"]
+    assert unsupported_claims("It can use up to 5 devices.", evidence) == []
+    assert unsupported_claims("Plus costs €4 a month.", evidence) == []
+    assert unsupported_claims("Plus costs 4 euros a month.", evidence) == []
+
+
+def test_how_fast_asks_for_a_speed_or_a_time_and_e_mail_is_asked_for_only_as_an_address() -> None:
+    question = "How fast does support reply to an e-mail?"
+    assert answers_kind(question, "The support team answers e-mails within one working day.")
+    assert not answers_kind(question, "The support team answers e-mails to help@x.example.")
+    assert answers_kind("How quickly does a change reach the cloud?",
+                        "It is sent to the cloud in 10 seconds.")
+    assert not answers_kind("What e-mail address does support use?", "Support is friendly.")
+    assert answers_kind("What e-mail address does support use?", "Write to help@x.example.")
+
+
+def test_a_derived_form_of_a_word_the_knowledge_base_uses_is_not_a_term_it_lacks() -> None:
+    assert root("encryption") == root("encrypted") == "encrypt"
+    assert root("booking") == root("booked") == "book" and root("rooms") == "room"
+    coverage = Coverage(FakeEmbedder())
+    vocabulary = {"encrypted", "note", "store", "rest", "protect"}
+    assert coverage.uncovered("Which encryption protects stored notes?", vocabulary) == []
+    assert coverage.uncovered("Is there a sauna?", vocabulary) == ["sauna"]

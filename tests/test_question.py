@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from bot.services.grounding import answers_kind, is_name
-from bot.services.question import Thing, asked_thing, names_thing
+from bot.services.grounding import answers_kind, is_name, names
+from bot.services.question import Thing, asked_thing, names_another, names_thing
 
 # Word closeness as an embedding model would judge it, for the pairs these tests use.
 CLOSE = {("bicycles", "bikes"), ("print", "printing")}
@@ -25,7 +25,7 @@ def related(word: str, words: Sequence[str]) -> float:
     ("Who is the chief financial officer of Brightwater?",
      Thing(("chief", "financial", "officer"))),
     ("Is there a sauna in the building?", Thing(("sauna",))),
-    ("Which bank does Brightwater use for direct debits?", Thing(("bank",))),
+    ("Which bank does Brightwater use for direct debits?", Thing(("bank",), kind=True)),
     ("Does the Kestrel room have a screen?", Thing(("screen",))),
     ("How much is a colour print?", Thing(("colour", "print"))),
     ("Who designed the Brightwater logo?", Thing(("brightwater", "logo"))),
@@ -117,3 +117,82 @@ def test_which_one_is_the_thing_is_answered_by_the_sentence_naming_the_thing() -
     assert master is not None
     assert not names_thing(master, "Customer service answers the phone on +31 55 501 4200.",
                            related)
+
+
+def test_names_are_capitalised_runs_less_a_sentences_first_everyday_word() -> None:
+    framed = ("About Saltmarsh Ferries — The fleet: The MV Tern is the largest: it takes 320 "
+              "passengers and 40 cars on Saturdays.")
+    assert names(framed) == [("Saltmarsh", "Ferries"), ("MV", "Tern")]
+    assert names("How many cars fit on the Puffin?") == [("Puffin",)]
+    assert names("Quillnote runs on Windows and Linux.") == [("Quillnote",), ("Windows",),
+                                                             ("Linux",)]
+
+
+@pytest.mark.parametrize(("question", "sentence", "another"), [
+    # The question names one ship, the sentence another: about something else.
+    ("How many cars fit on the Puffin?",
+     "About Saltmarsh Ferries — The fleet: The MV Tern takes 320 passengers and 40 cars.", True),
+    ("What does a dog ticket cost on the Skua?",
+     "Tickets and fares — Foot passengers: A single ticket to Skerryvale costs €12.", True),
+    ("How much storage does a Team account get?",
+     "Plans and prices — Plus plan: Each Plus account gets 50 GB of storage.", True),
+    # The named thing is there, in the sentence or its title.
+    ("How many passengers fit on the Tern?",
+     "About Saltmarsh Ferries — The fleet: The MV Tern takes 320 passengers and 40 cars.", False),
+    ("How many people work for Saltmarsh Ferries?",
+     "About Saltmarsh Ferries: It employs 62 people, most of them on the ships.", False),
+    # A sentence that names nothing may answer about the named thing.
+    ("How many desks does Brightwater have?", "About: The space has 140 desks in total.", False),
+    # Only names count: a question naming nothing is not this rule's business.
+    ("How many cars fit on the biggest ship?", "The MV Tern takes 40 cars.", False),
+])
+def test_a_sentence_naming_another_thing_than_the_question_is_about_something_else(
+        question: str, sentence: str, another: bool) -> None:
+    assert names_another(question, sentence) is another
+
+
+def test_a_count_may_follow_its_thing_as_room_for_a_number() -> None:
+    bikes = asked_thing("How many bicycles fit on the Gannet?")
+    assert bikes is not None
+    assert names_thing(bikes, "On the MV Gannet bicycles are stored at the bow, with room for "
+                              "10.", related)
+    assert not names_thing(bikes, "On the MV Gannet bicycles are stored at the bow.", related)
+    assert not names_thing(bikes, "Bicycles are free, and cars cost 38 euros.", related)
+
+
+@pytest.mark.parametrize(("question", "sentence", "answers"), [
+    ("Who decides whether a sailing is cancelled?", "The captain decides on the day.", True),
+    ("Who starts the dishwashers?",
+     "Dishwashers are started every evening by the last member to leave the kitchen.", True),
+    ("Who can vote at the yearly meeting?",
+     "Every member with a plan older than six months may vote at the annual meeting.", True),
+    # the verb without anyone doing it, or a question that asks who someone is
+    ("Who decides whether a sailing is cancelled?", "It decides nothing on the day.", False),
+    ("Who starts the dishwashers?", "The dishwashers start at 20:00.", False),
+    ("Who is the captain of the Gannet?", "The captain decides on the day.", False),
+])
+def test_who_does_something_is_answered_by_a_role_doing_it(question: str, sentence: str,
+                                                           answers: bool) -> None:
+    assert answers_kind(question, sentence) is answers
+
+
+def test_the_kind_of_thing_asked_for_may_be_named_by_an_instance_of_it() -> None:
+    formats = "Which formats can I export a notebook to?"
+    thing = asked_thing(formats)
+    assert thing is not None and thing.kind
+    assert names_thing(thing, "Export: Any notebook can be exported as Markdown, as PDF or as "
+                              "HTML.", related, question=formats)
+    # a name the question itself holds is no instance of what it asks for
+    bank = "Which bank does Brightwater use for direct debits?"
+    thing = asked_thing(bank)
+    assert thing is not None and thing.kind
+    assert not names_thing(thing, "Brightwater charges fees on the 1st day of every month by "
+                                  "direct debit.", related, question=bank)
+    # a capitalised word that starts a sentence names nothing
+    assert not names_thing(thing, "Billing: Fees are charged by direct debit.", related,
+                           question=bank)
+    # other forms never stand in by a name
+    room = asked_thing("Does the Kestrel room have a screen?")
+    assert room is not None and not room.kind
+    assert not names_thing(room, "The Kestrel room has a DeskLoop whiteboard.", related,
+                           question="Does the Kestrel room have a screen?")

@@ -12,9 +12,12 @@ the settings of a fresh install. Figures:
     found in none of the excerpts retrieved for that question;
   * median answer words, reply p50/p95 seconds.
 
-Usage: python bench/answers/run.py [--base] [--label NAME] [--out FILE] [--limit N] [--set ferries]
-`--set ferries` asks a second knowledge base instead (`ferries/`: a fictional ferry company, written
-in session 24 and never used to develop the answer path); `--base` serves the base model even
+Usage: python bench/answers/run.py [--base] [--label NAME] [--out FILE] [--limit N]
+                                  [--set brightwater|ferries|quillnote]
+`--set ferries` asks a second knowledge base instead (`ferries/`: a fictional ferry company,
+written in session 24), `--set quillnote` a third (`quillnote/`: a note-taking app's help
+centre, written in session 25, held-out questions included, before the product first ran on
+it); `--base` serves the base model even
 when an adapter is promoted; `BASE_MODEL` picks the model.
 The script only uses APIs that older versions of the product also have, so it can measure the
 code before a change (PYTHONPATH=<old checkout>) beside the code after it, in one run.
@@ -139,7 +142,7 @@ def text_pdf(text: str) -> bytes:
 
 
 # Each set: a knowledge base (`kb/`) and its questions (`questions.py`) in one folder.
-SETS = {"brightwater": HERE, "ferries": HERE / "ferries"}
+SETS = {"brightwater": HERE, "ferries": HERE / "ferries", "quillnote": HERE / "quillnote"}
 
 
 def load_set(name: str):  # type: ignore[no-untyped-def]

@@ -25,9 +25,9 @@ from bot.services.grounding import (
     trim_run_on,
 )
 from bot.services.lessons import Lessons, Taught
-from bot.services.question import asked_thing, names_thing
+from bot.services.question import asked_thing, names_another, names_thing
 from bot.storage.store import Store, Turn, UserInfo
-from knowledge.evidence import Evidence, content_words, stem
+from knowledge.evidence import Evidence, content_words, root, stem
 from knowledge.index import Hit
 from knowledge.retrieval import ANSWER_RANKING, Ranking
 
@@ -242,8 +242,10 @@ class ChatService:
                         language: str | None, taught: Sequence[Taught] = ()) -> list[Evidence]:
         """The evidence to answer from, best first; empty when the knowledge base does not
         answer the question: no sentence fits well enough, none holds the kind of fact asked
-        for (a number, a name, an e-mail) about the thing asked after ("how many windows"), or
-        the question names something the knowledge base never mentions.
+        for (a number, a name, an e-mail) about the thing asked after ("how many windows"),
+        none names what the question names where it names something else instead ("the
+        Puffin" answered by "the MV Tern takes 40 cars"), or the question names something the
+        knowledge base never mentions.
 
         A sentence that backs what users `taught` for this question comes first, whatever its
         score and whatever words of the question the knowledge base never uses ("allowance"
@@ -251,8 +253,9 @@ class ChatService:
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing = asked_thing(question)
         fitting = [e for e in evidence if answers_kind(question, e.text)
-                   and same_days(question, e.text) and (
-                       thing is None or names_thing(thing, e.framed, self.retriever.related))]
+                   and same_days(question, e.text) and not names_another(question, e.framed)
+                   and (thing is None or names_thing(thing, e.framed, self.retriever.related,
+                                                     question=question))]
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
             dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - 0.1]
             fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]
@@ -283,8 +286,9 @@ class ChatService:
         pay half price". "Is there a rooftop terrace?" names two unknown things, and is not."""
         if not unknown:
             return True
-        others = content_words(question) - {stem(w) for w in unknown}
-        return len(unknown) == 1 and len(others) >= 2 and others <= content_words(best.framed)
+        others = {root(w) for w in content_words(question) - {stem(w) for w in unknown}}
+        return len(unknown) == 1 and len(others) >= 2 \
+            and others <= {root(w) for w in content_words(best.framed)}
 
     def answer(self, chat_id: int, user: UserInfo, text: str,
                on_text: Callable[[str], None] | None = None,

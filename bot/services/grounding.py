@@ -84,11 +84,13 @@ def _starts_sentence(text: str, at: int) -> bool:
 
 
 def occurs(claim: str, source: str) -> bool:
-    """`claim` in normalised `source`, numbers whole: "3" is not found in "30" or "€0.35"."""
+    """`claim` in normalised `source`, numbers whole: "3" is not found in "30", "€0.35" or
+    "€3"."""
     token = normalise(claim)
     if not token:
         return True
-    pattern = ("(?<![\\d.,])" if token[0].isdigit() else "") + re.escape(token) + \
+    # A bare number is not a price: "4 devices" is not found in "€4 per month".
+    pattern = ("(?<![\\d.,€$£])" if token[0].isdigit() else "") + re.escape(token) + \
         (r"(?![\d]|[.,]\d)" if token[-1].isdigit() else "")
     return re.search(pattern, source) is not None
 
@@ -155,7 +157,9 @@ _AGE = re.compile(_YEAR.pattern + r"|\bsince\b|(?:\d+|\b(?:" + "|".join(NUMBER_W
                   + r"|a|an|a few|several)\b)[\s-]*(?:years?|months?|weeks?|days?)\b", re.I)
 # "What is the top speed of the ship?" wants a speed, "the maximum height" a length: a sentence
 # about the ship without one ("it takes 320 passengers") does not answer.
-_ASKS_SPEED = re.compile(r"\b(speed|speeds|how fast)\b", re.I)
+_ASKS_SPEED = re.compile(r"\b(speed|speeds)\b", re.I)
+# "How fast does support reply?" wants a speed or a time: "within one working day".
+_ASKS_HOW_FAST = re.compile(r"\bhow (fast|quickly|soon)\b", re.I)
 _SPEED = re.compile(r"\d\s*(?:knots?|km/h|kph|mph|kilomet(?:re|er)s? (?:an|per) hour|"
                     r"miles? (?:an|per) hour|[kmg]bits?|[kmg]bps|[kmg]b/s)", re.I)
 _ASKS_SIZE = re.compile(r"\b(height|width|length|depth|weight|how (tall|wide|heavy|deep|high))\b",
@@ -168,7 +172,9 @@ _MONTHS = ("january|february|march|april|may|june|july|august|september|october|
            "december")
 _MONTH = re.compile(rf"\b({_MONTHS})\b", re.I)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_ASKS_EMAIL = re.compile(r"\b(e-?mail|email)\b", re.I)
+# Asking for an e-mail address, not about e-mail ("How fast is an e-mail answered?").
+_ASKS_EMAIL = re.compile(r"\b(?:which|what)\b[^?.]*\be-?mail\b|\be-?mail (?:address|of)\b|"
+                         r"\bto e-?mail\b", re.I)
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
 _QUANTITY = re.compile(r"\d|\b(" + "|".join(NUMBER_WORDS) + r"|free|closed|daily|weekly|"
                        + "|".join(_WEEKDAYS) + r"|weekdays?|weekends?|noon|midnight|morning|"
@@ -191,10 +197,32 @@ def is_name(words: str, starts_sentence: bool) -> bool:
     return True
 
 
+def names(text: str, mid_sentence: bool = False) -> list[tuple[str, ...]]:
+    """The names `text` mentions, each as its words: runs of capitalised words that are not a
+    weekday or month, less an everyday word that starts a sentence ("The MV Tern": MV Tern;
+    a title or heading before " — " or ":" ends where a sentence starts); `mid_sentence`:
+    only those inside a sentence, none that starts one."""
+    found = []
+    for m in _NAME.finditer(text):
+        words = m.group(0).split()
+        before = text[:m.start()].rstrip(" \"“'(")
+        starts = not before or before[-1] in ".!?:\n•-*—–"
+        if starts and mid_sentence:
+            continue
+        if starts and not is_name(words[0], True):
+            words = words[1:]
+        words = [w for w in words if not _CALENDAR.match(w)]
+        if words:
+            found.append(tuple(words))
+    return found
+
+
 # The kinds of fact a question may ask for, most specific first: the first it asks for is the
 # one its evidence must hold ("how much time" asks for a time, not a price).
 _KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
     (_ASKS_SPEED.search, _SPEED),
+    (_ASKS_HOW_FAST.search, re.compile(f"{_SPEED.pattern}|{_DURATION.pattern}|\\bwithin\\b",
+                                       re.I)),
     (_ASKS_SIZE.search, _SIZE),
     (_ASKS_CLOCK.search, _CLOCK),
     (_ASKS_DURATION.search, _DURATION),
@@ -207,15 +235,56 @@ _KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
 ]
 
 
+# "Who decides…?", "Who can vote…?", "Who starts the dishwashers?": whoever does it, a person
+# or a role ("The captain decides on the day", "started by the last member to leave").
+_ASKS_WHO_DOES = re.compile(r"^\s*who\s+(?:(?:can|may|must|will|should|does|do|did)\s+)?"
+                            r"(?!(?:is|are|was|were|has|have|had|be)\b)([a-z]{3,})\b", re.I)
+_AUXILIARY = frozenset("can may must will should would could shall also only always usually "
+                       "often then still".split())
+_NOT_A_DOER = frozenset("it they this that which who to we you i he she there".split())
+
+
+def _verb_root(word: str) -> str:
+    """"decides", "decide", "decided" → "decid"; "starts", "started" → "start"."""
+    word = word.lower()
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") else word
+
+
+def does_it(question: str, sentence: str) -> bool:
+    """For "who does X?": whether `sentence` says who does it by role, its verb with a doer
+    before it ("The captain decides", "every member may vote") or "by" someone after it."""
+    m = _ASKS_WHO_DOES.search(question)
+    if not m:
+        return False
+    verb = _verb_root(m.group(1))
+    tokens = [w.lower() for w in re.findall(r"[\w'-]+", sentence)]
+    # The doer is not what the question names: "the dishwashers start at 20:00" says no one.
+    not_doers = _NOT_A_DOER | _PLAIN | {"is", "are"} | {
+        w.lower() for w in re.findall(r"[\w'-]+", question)}
+    for i, token in enumerate(tokens):
+        if _verb_root(token) != verb:
+            continue
+        before = [w for w in tokens[:i] if w not in _AUXILIARY][-1:]
+        if before and before[0] not in not_doers:
+            return True
+        if "by" in tokens[i + 1:i + 6]:
+            return True
+    return False
+
+
 def answers_kind(question: str, sentence: str) -> bool:
     """False when the question asks for a number, a person or an e-mail the sentence lacks."""
     if _ASKS_EMAIL.search(question) and "@" not in sentence:
         return False
     if _ASKS_NAME.search(question):
         asked = normalise(question)
-        names = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
+        named = [n for i, n in ((m.start(), m.group(0)) for m in _NAME.finditer(sentence))
                  if is_name(n, _starts_sentence(sentence, i))]
-        return any(normalise(n) not in asked for n in names)
+        return any(normalise(n) not in asked for n in named) or does_it(question, sentence)
     wanted = next((kind for asks, kind in _KINDS if asks(question)), None)
     return wanted is None or wanted.search(sentence) is not None
 

@@ -6,7 +6,8 @@ asked-after thing is read off the question's form ("how many X", "which X does",
 X", "the name of the X", "who is the X", "who runs the X", "which Y is the X", "where is
 the X", "Y's X"); a sentence is evidence
 only if it names that thing, in the same word or a close one ("bicycles" and "bikes"), and for
-"how many X" only if a number counts it. Questions of other forms pass unchanged. Plain
+"how many X" only if a number counts it ("24 bicycles", "bicycles…, with room for 10").
+Questions of other forms pass unchanged. Plain
 strings in: how close two words are is the caller's (the embedding model's) judgement.
 """
 
@@ -16,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.services.grounding import NUMBER_WORDS
+from bot.services.grounding import NUMBER_WORDS, names
 from knowledge.evidence import STOPWORDS, stem
 
 Relatedness = Callable[[str, Sequence[str]], float]  # highest similarity of a word to others
@@ -33,6 +34,10 @@ today now currently nowadays still usually normally actually exactly
 """.split())
 _PARTICIPLES = frozenset("held found kept run made built done given open closed shown sold".split())
 _THING = r"(?P<t>[\w'’ -]+)"
+# "Which bank does it use?", "Which formats can I export to?": the kind of thing that answers.
+_WHICH_KIND = re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
+                         r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|"
+                         r"goes|go)\b", re.I)
 _FORMS = [
     re.compile(r"\bhow many\s+" + _THING, re.I),
     # "the name of the cat", "the phone number of the harbour master": the cat, the master.
@@ -47,9 +52,7 @@ _FORMS = [
                + _THING + r"\?*\s*$", re.I),
     re.compile(r"^\s*where(?:'s|’s| is| are)\s+(?:the |a |an )" + _THING + r"\?*\s*$", re.I),
     re.compile(r"\b(?:is|are) there (?:a |an |any |some )?" + _THING, re.I),
-    re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
-               r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|goes|go)\b",
-               re.I),
+    _WHICH_KIND,
     re.compile(r"\b(?:does|do)\s+[\w'’ -]+?\s+(?:have|offer|use|sell|rent) (?:a |an |any |some )?"
                + _THING, re.I),
     re.compile(r"\bhow much (?:is|are|does|do) (?:a |an |the |one )" + _THING, re.I),
@@ -60,6 +63,7 @@ _PEOPLE = frozenset({"people", "persons", "person", "guests", "visitors", "atten
                      "participants", "seats"})
 _CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capacity|room for)\b",
                        re.I)
+_ROOM_FOR = re.compile(r"^(?:(?!\band\b)[\w-]+ ){0,7}?(?:room|space|places?|seats?) for (?:up to )?\d")
 _NUMBER = re.compile(r"\d|(" + "|".join(NUMBER_WORDS) + r"|dozen|hundred)$", re.I)
 _WORD = re.compile(r"[\w-]+")
 
@@ -73,6 +77,9 @@ class Thing:
     owner: str = ""
     counted: bool = False
     capacity: bool = False
+    # "Which city…", "which formats…": the kind of thing that answers, which a sentence may
+    # name by an instance ("in Frankfurt", "as PDF or as HTML") instead of the word itself.
+    kind: bool = False
 
 
 _EST_NOUNS = frozenset("guest interest contest request forest harvest protest conquest inquest "
@@ -114,14 +121,16 @@ def asked_thing(question: str) -> Thing | None:
             words.pop()
         if words:
             return Thing(tuple(words), owner, counted=form is _FORMS[0],
-                         capacity=bool(_CAPACITY.search(text)))
+                         capacity=bool(_CAPACITY.search(text)), kind=form is _WHICH_KIND)
     return None
 
 
 def names_thing(thing: Thing, sentence: str, related: Relatedness,
-                close: float = 0.7) -> bool:
+                close: float = 0.7, question: str = "") -> bool:
     """Whether `sentence` speaks of `thing`: its head noun (and owner) in the same or a close
-    word, and for a counted thing a number right before it ("140 desks", "3 free hours")."""
+    word, and for a counted thing a number right before it ("140 desks", "3 free hours"); for
+    the kind of thing that answers ("which city"), a name that `question` does not hold may
+    stand for it ("in Frankfurt")."""
     tokens = [w.lower() for w in _WORD.findall(sentence)]
     content = [w for w in tokens if w not in STOPWORDS]
 
@@ -135,7 +144,28 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     if thing.owner and not is_word(thing.owner, content):
         return False
     if not thing.counted:
-        return is_word(thing.words[-1], content)
+        if is_word(thing.words[-1], content):
+            return True
+        asked = {w.lower() for w in _WORD.findall(question)} if question else set()
+        return thing.kind and any(not {w.lower() for w in n} <= asked
+                                  for n in names(sentence, mid_sentence=True))
+    # "140 desks", "3 free hours", or room for a number after it ("bicycles…, with room for 10")
     counted = [w for i, w in enumerate(tokens) if w not in STOPWORDS
-               and any(_NUMBER.match(t) for t in tokens[max(0, i - 3):i])]
+               and (any(_NUMBER.match(t) for t in tokens[max(0, i - 3):i])
+                    or _ROOM_FOR.search(" ".join(tokens[i + 1:i + 10])))]
     return any(is_word(w, counted) for w in thing.words)
+
+
+def names_another(question: str, sentence: str) -> bool:
+    """Whether `sentence` speaks of another named thing than `question` does: the question
+    names something the sentence does not ("How many cars fit on the Puffin?"), and the
+    sentence names something the question does not ("The MV Tern takes 40 cars"). A sentence
+    that names nothing may still answer ("It employs 62 people" for "…work at Saltmarsh
+    Ferries?"); `sentence` is best framed by its title and section."""
+    def words(text: str) -> set[str]:
+        return {stem(w) for w in _WORD.findall(text.lower())}
+
+    said, asked = words(sentence), words(question)
+    if all(words(" ".join(n)) <= said for n in names(question)):
+        return False
+    return any(not words(" ".join(n)) <= asked for n in names(sentence))
