@@ -151,6 +151,22 @@ def test_a_sentence_naming_another_thing_than_the_question_is_about_something_el
     assert names_another(question, sentence) is another
 
 
+def test_a_sentences_title_and_section_may_name_the_thing_but_name_nothing_else() -> None:
+    saturday = "When does the first boat leave Port Aldery on a Saturday?"
+    text = "On Saturdays and Sundays the first ferry leaves at 08:00."
+    # "Departures" starts the framed sentence and reads as a name; it is the section's name
+    assert names_another(saturday, f"Departures: {text}")
+    assert not names_another(saturday, text, framed=f"Routes and timetable — Departures: {text}")
+    # the title names the asked thing: the sentence is about it
+    assert not names_another("How many ships does Saltmarsh Ferries have?",
+                             "The fleet has four ships.",
+                             framed="About Saltmarsh Ferries — The fleet: The fleet has four "
+                                    "ships. The MV Tern is the largest.")
+    assert names_another("How many cars fit on the Puffin?", "The MV Tern takes 40 cars.",
+                         framed="About Saltmarsh Ferries — The fleet: The MV Tern takes 40 "
+                                "cars.")
+
+
 def test_a_count_may_follow_its_thing_as_room_for_a_number() -> None:
     bikes = asked_thing("How many bicycles fit on the Gannet?")
     assert bikes is not None

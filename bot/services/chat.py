@@ -253,7 +253,7 @@ class ChatService:
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing = asked_thing(question)
         fitting = [e for e in evidence if answers_kind(question, e.text)
-                   and same_days(question, e.text) and not names_another(question, e.framed)
+                   and same_days(question, e.text) and not names_another(question, e.text, e.framed)
                    and (thing is None or names_thing(thing, e.framed, self.retriever.related,
                                                      question=question))]
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good

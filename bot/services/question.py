@@ -156,16 +156,17 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     return any(is_word(w, counted) for w in thing.words)
 
 
-def names_another(question: str, sentence: str) -> bool:
+def names_another(question: str, sentence: str, framed: str = "") -> bool:
     """Whether `sentence` speaks of another named thing than `question` does: the question
-    names something the sentence does not ("How many cars fit on the Puffin?"), and the
-    sentence names something the question does not ("The MV Tern takes 40 cars"). A sentence
+    names something the sentence (`framed` by its title and section, if given) does not ("How
+    many cars fit on the Puffin?"), and the sentence itself names something the question does
+    not ("The MV Tern takes 40 cars"; a section called "Departures" names nothing). A sentence
     that names nothing may still answer ("It employs 62 people" for "…work at Saltmarsh
-    Ferries?"); `sentence` is best framed by its title and section."""
+    Ferries?")."""
     def words(text: str) -> set[str]:
         return {stem(w) for w in _WORD.findall(text.lower())}
 
-    said, asked = words(sentence), words(question)
+    said, asked = words(framed or sentence), words(question)
     if all(words(" ".join(n)) <= said for n in names(question)):
         return False
     return any(not words(" ".join(n)) <= asked for n in names(sentence))
