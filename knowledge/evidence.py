@@ -82,6 +82,19 @@ def root(word: str) -> str:
     return word
 
 
+_CAPITALISED = re.compile(r"(?<![.!?:;\n]\s)(?<!^)\b[A-Z](?!')[\w'-]+")
+_CALENDAR = re.compile(r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)days?|january|february|"
+                       r"march|april|may|june|july|august|september|october|november|"
+                       r"december|christmas|easter)$")
+
+
+def names_inside(text: str) -> set[str]:
+    """Lower-case words `text` capitalises inside a sentence, weekdays and months aside: the
+    names it mentions ("Does it sync with Notion?": notion)."""
+    return {w.lower() for w in _CAPITALISED.findall(text.strip())
+            if not _CALENDAR.match(w.lower())}
+
+
 _CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
@@ -362,13 +375,14 @@ class Coverage:
         from wordfreq import zipf_frequency
 
         roots = self._roots(vocabulary)
+        named = names_inside(question)
         candidates = [w for w in _WORD.findall(question.lower())
                       if w not in STOPWORDS and len(w) > 2 and not w.isdigit()
                       and w not in vocabulary and stem(w) not in vocabulary
                       and root(w) not in roots]
         try:
-            novel = [w for w in candidates
-                     if max(zipf_frequency(f, language) for f in word_forms(w, language))
+            novel = [w for w in candidates if w in named
+                     or max(zipf_frequency(f, language) for f in word_forms(w, language))
                      < self.specific_below]
         except Exception as exc:  # e.g. Korean and Japanese need MeCab: no verdict then
             logger.warning("No word frequencies for language %r (%s)", language, exc)
@@ -381,5 +395,7 @@ class Coverage:
         close = sorted(w for w in near or () if not w.isdigit())
         nearby = ((vectors @ self._embed(close).T).max(axis=1).tolist() if close
                   else [0.0 if near is not None else 1.0] * len(novel))
+        # A name is what it is: "Notion" or "Norway" resembling a word of the knowledge base
+        # ("note", "island") does not make it a thing the knowledge base speaks of.
         return [w for w, sim, near_sim in zip(novel, similarity, nearby, strict=True)
-                if sim < self.related_above or near_sim < self.near_above]
+                if w in named or sim < self.related_above or near_sim < self.near_above]

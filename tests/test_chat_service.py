@@ -6,10 +6,11 @@ from sqlalchemy import select, update
 
 from bot.i18n import t
 from bot.services import UserError
-from bot.services.chat import leaks_instructions
+from bot.services.chat import ChatService, leaks_instructions
 from bot.storage.models import Message, utcnow
 from bot.storage.store import UserInfo
 from bot.wiring import Services, build_services
+from knowledge.evidence import Evidence
 from tests.fakes import FakeChatModel
 
 ALICE = UserInfo(7, "alice", "Alice", "en")
@@ -321,3 +322,9 @@ def test_a_sentence_about_another_named_thing_is_no_evidence(
     fake_model.queue("The MV Gannet has room for 10 bicycles.")
     reply = services.chat.answer(2, ALICE, "How many bicycles does the Gannet take?")
     assert reply.grounding == "verified" and "Gannet" in reply.evidence[0].text
+
+
+def test_a_name_the_knowledge_base_lacks_is_not_forgiven_as_a_rephrasing() -> None:
+    best = Evidence("The Plus plan costs €4 per month.", "Plans", "c1", 0.8)
+    assert ChatService.rephrases("What does the premium plan cost?", ["premium"], best)
+    assert not ChatService.rephrases("What does the Enterprise plan cost?", ["enterprise"], best)

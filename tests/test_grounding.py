@@ -18,6 +18,7 @@ from knowledge.evidence import (
     content_words,
     is_instruction,
     kind_words,
+    names_inside,
     root,
     sentences,
 )
@@ -301,3 +302,29 @@ def test_a_derived_form_of_a_word_the_knowledge_base_uses_is_not_a_term_it_lacks
     vocabulary = {"encrypted", "note", "store", "rest", "protect"}
     assert coverage.uncovered("Which encryption protects stored notes?", vocabulary) == []
     assert coverage.uncovered("Is there a sauna?", vocabulary) == ["sauna"]
+
+
+def test_a_price_paid_for_another_period_is_unsupported() -> None:
+    evidence = ["Team plan: The Team plan costs €7 per person per month and needs at least 3 "
+                "people."]
+    question = "What does the Team plan cost per year?"
+    check = check_answer("The Team plan costs 7 euros per person per year.", question, evidence)
+    assert not check.supported and check.unsupported == ["€7 per year"]
+    assert check_answer("The Team plan costs €7 per person per month.", question,
+                        evidence).supported
+
+
+class NameEmbedder(WordEmbedder):
+    AXES = {"norway": [1, 0, 0, 0], "island": [0.9, 0.436, 0, 0], "ferry": [0, 0, 0, 1],
+            "sail": [0, 0, 1, 0]}
+
+
+def test_a_name_the_knowledge_base_never_uses_is_unknown_whatever_it_resembles() -> None:
+    coverage = Coverage(NameEmbedder())  # type: ignore[arg-type]
+    vocabulary = {"island", "ferry", "sail"}
+    # "norway" resembles "island" (0.9): as a plain word it would count as covered ...
+    assert coverage.uncovered("Does the ferry sail to norway?", vocabulary) == []
+    # ... but a name is what it is
+    assert coverage.uncovered("Does the ferry sail to Norway?", vocabulary) == ["norway"]
+    assert names_inside("Does Saltmarsh sail to Norway on Saturdays? I'm asking.") == {
+        "saltmarsh", "norway"}

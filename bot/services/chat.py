@@ -27,7 +27,7 @@ from bot.services.grounding import (
 from bot.services.lessons import Lessons, Taught
 from bot.services.question import asked_thing, names_another, names_thing
 from bot.storage.store import Store, Turn, UserInfo
-from knowledge.evidence import Evidence, content_words, root, stem
+from knowledge.evidence import Evidence, content_words, names_inside, root, stem
 from knowledge.index import Hit
 from knowledge.retrieval import ANSWER_RANKING, Ranking
 
@@ -283,9 +283,12 @@ class ChatService:
         """Whether the question may be answered despite `unknown`, its words the knowledge base
         never uses: there are none, or just one while every other word of the question (two at
         least) is in the best sentence: "Do students get a reduced price?" against "Students
-        pay half price". "Is there a rooftop terrace?" names two unknown things, and is not."""
+        pay half price". "Is there a rooftop terrace?" names two unknown things, and is not;
+        "What does the Enterprise plan cost?" names a plan the knowledge base never does."""
         if not unknown:
             return True
+        if set(unknown) & names_inside(question):  # a name is not rephrased: "Enterprise"
+            return False
         others = {root(w) for w in content_words(question) - {stem(w) for w in unknown}}
         return len(unknown) == 1 and len(others) >= 2 \
             and others <= {root(w) for w in content_words(best.framed)}

@@ -348,6 +348,17 @@ class Check:
     #              | says_nothing
 
 
+# A price with the period it is paid for: "€7 per person per month", "40 euros a year".
+_PRICE_PER = re.compile(r"([€$£]\s?\d[\d.,]*|\d[\d.,]*\s?(?:euros?|eur|dollars?))"
+                        r"[^.;\n]{0,25}?\b(?:per|a|an|each|every)\s+(hour|day|night|week|month|"
+                        r"year)\b", re.I)
+
+
+def _price_periods(text: str) -> set[tuple[str, str]]:
+    return {(normalise(m.group(1)).rstrip(".,"), m.group(2).lower())
+            for m in _PRICE_PER.finditer(text)}
+
+
 def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     """Is `answer` a usable reply to `question` given `evidence` (best sentence first)?
 
@@ -359,6 +370,9 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     if says_dont_know(answer):
         return Check(False, [], "dont_know")
     missing = unsupported_claims(answer, evidence[:1])
+    # The price is there, but paid for another period: "€7 per year" where it says per month.
+    missing += [f"{price} per {period}" for price, period in
+                sorted(_price_periods(answer) - _price_periods(evidence[0]))]
     if missing:
         return Check(False, missing, "unsupported")
     facts = claims(answer)
