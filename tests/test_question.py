@@ -37,6 +37,8 @@ def related(word: str, words: Sequence[str]) -> float:
     ("Where is the printer located?", Thing(("printer",))),
     ("What day is the market held?", Thing(("market",))),
     ("What is the phone number of the harbour master?", Thing(("harbour", "master"))),
+    ("How much storage does a Team account get?", Thing(("storage",))),
+    ("How much does parking at the terminal cost?", Thing(("parking",))),
 ])
 def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Thing) -> None:
     assert asked_thing(question) == thing
@@ -50,6 +52,10 @@ def test_the_thing_asked_after_is_read_off_the_question(question: str, thing: Th
     "What does one cost per month?",
     "Who can vote at the yearly meeting?",   # a modal, not a verb done to the meeting
     "Who founded Brightwater?",              # no article: a name, not a thing
+    "How much cheaper is it for islanders?",  # a comparison, not a thing
+    "How much do children pay?",             # who pays, not what is paid for
+    "How much is it to take a bike on the ferry?",
+    "How much money do I get back?",         # money is the kind of answer
 ])
 def test_questions_of_other_forms_name_no_thing(question: str) -> None:
     assert asked_thing(question) is None

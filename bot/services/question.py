@@ -25,7 +25,7 @@ Relatedness = Callable[[str, Sequence[str]], float]  # highest similarity of a w
 # Words that say what kind of answer is wanted, not what it is about: "which year", "what time".
 _KIND_WORDS = frozenset("""
 year month day date time price cost fee number name address e-mail email mail amount way kind
-sort type thing percentage
+sort type thing percentage money
 """.split())
 _STOP = STOPWORDS | frozenset("""
 does do is are can could should may might will would did have has for there of in on at to
@@ -56,6 +56,11 @@ _FORMS = [
     re.compile(r"\b(?:does|do)\s+[\w'’ -]+?\s+(?:have|offer|use|sell|rent) (?:a |an |any |some )?"
                + _THING, re.I),
     re.compile(r"\bhow much (?:is|are|does|do) (?:a |an |the |one )" + _THING, re.I),
+    # "How much storage comes with…", "How much does parking cost?": storage, parking.
+    re.compile(r"\bhow much (?!(?:is|are|does|do|did|will|can|of|it|more|less)\b)"
+               r"(?P<t>[a-z-]+(?<!er))\s+(?:does|do|did|is|are|comes?|will|can)\b", re.I),
+    re.compile(r"\bhow much (?:does|do|did|will) (?!(?:it|i|you|we|they)\b)" + _THING
+               + r"\bcost\b", re.I),
     re.compile(r"\bwhat (?:does|do|would|will) (?:a |an |the |one )" + _THING + r"\bcost", re.I),
 ]
 # The people a place holds: "how many guests does the hall hold" is answered by "60 people".
