@@ -210,6 +210,11 @@ def test_the_kind_of_thing_asked_for_may_be_named_by_an_instance_of_it() -> None
     assert thing is not None and thing.kind
     assert not names_thing(thing, "Brightwater charges fees on the 1st day of every month by "
                                   "direct debit.", related, question=bank)
+    # a name in a sentence about something else is no instance of a bank
+    assert not names_thing(thing, "The building is at 14 Tannery Row, Veldmoor.", related,
+                           question=bank)
+    assert names_thing(thing, "Direct debits are collected by Harbour Savings.", related,
+                       question=bank)
     # a capitalised word that starts a sentence names nothing
     assert not names_thing(thing, "Billing: Fees are charged by direct debit.", related,
                            question=bank)

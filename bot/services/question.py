@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.services.grounding import NUMBER_WORDS, names
-from knowledge.evidence import STOPWORDS, stem
+from knowledge.evidence import STOPWORDS, content_words, root, stem
 
 Relatedness = Callable[[str, Sequence[str]], float]  # highest similarity of a word to others
 
@@ -151,9 +151,15 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     if not thing.counted:
         if is_word(thing.words[-1], content):
             return True
-        asked = {w.lower() for w in _WORD.findall(question)} if question else set()
-        return thing.kind and any(not {w.lower() for w in n} <= asked
-                                  for n in names(sentence, mid_sentence=True))
+        if not thing.kind or not question:
+            return False
+        # ... about what the question asks: another of its words is there ("exported" for
+        # "export"); else the building's address, naming a street, would say which bank.
+        asked = {w.lower() for w in _WORD.findall(question)}
+        rest = {root(w) for w in content_words(question)} - {
+            root(w) for w in (*thing.words, *(w.lower() for n in names(question) for w in n))}
+        return bool(rest & {root(w) for w in content_words(sentence)}) and any(
+            not {w.lower() for w in n} <= asked for n in names(sentence, mid_sentence=True))
     # "140 desks", "3 free hours", or room for a number after it ("bicycles…, with room for 10")
     counted = [w for i, w in enumerate(tokens) if w not in STOPWORDS
                and (any(_NUMBER.match(t) for t in tokens[max(0, i - 3):i])
