@@ -245,13 +245,9 @@ _NOT_A_DOER = frozenset("it they this that which who to we you i he she there".s
 
 
 def _verb_root(word: str) -> str:
-    """"decides", "decide", "decided" → "decid"; "starts", "started" → "start"."""
-    word = word.lower()
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    return word[:-1] if word.endswith("e") else word
+    """`_root` less a final e: "decides", "decide", "decided" → "decid"."""
+    root = _root(word.lower())
+    return root[:-1] if root.endswith("e") else root
 
 
 def does_it(question: str, sentence: str) -> bool:
