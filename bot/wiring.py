@@ -19,7 +19,13 @@ from bot.services.stats import StatsService
 from bot.storage.db import Database
 from bot.storage.reporting import ReportStore
 from bot.storage.store import Store
-from knowledge.embeddings import Embedder, LazyEmbedder, load_embedder
+from knowledge.embeddings import (
+    Embedder,
+    LazyEmbedder,
+    load_embedder,
+    model_label,
+    resolve_model,
+)
 from knowledge.index import KnowledgeIndex, open_chroma
 from knowledge.shared import SharedStore
 
@@ -104,14 +110,21 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
     db = open_database(settings)
     store = Store(db)
     # The embedder and Chroma open on first use: `kb list` or `db upgrade` never load them.
+    cache = settings.models_dir / "embeddings"
     embedder = embedder or LazyEmbedder(lambda: load_embedder(settings.embedding_model or None,
-                                                              settings.models_dir / "embeddings",
-                                                              bulk=settings.ingest_bf16))
+                                                              cache, bulk=settings.ingest_bf16))
+    searcher, index_model = embedder, model_label(settings.embedding_model)
+    if settings.search_model and settings.search_model != settings.embedding_model:
+        searcher, index_model = LazyEmbedder(lambda: load_embedder(
+            resolve_model(settings.search_model, cache), cache,
+            bulk=settings.ingest_bf16)), model_label(settings.search_model)
     client = chroma_client or (lambda: open_chroma(settings.chroma_url, settings.chroma_dir))
     # An embedded store is shared with the other processes on this data dir (see SharedStore).
     shared = SharedStore(settings.chroma_dir) if not (chroma_client or settings.chroma_url) \
         else None
-    index = KnowledgeIndex(client, embedder, shared=shared, snapshot=short_lived)
+    index = KnowledgeIndex(client, searcher, shared=shared, snapshot=short_lived,
+                           model=index_model,
+                           unlabelled=model_label(settings.embedding_model))
     knowledge = KnowledgeService(store, index, embedder, cache_dir=settings.data_dir)
     if settings.seed_knowledge if seed is None else seed:
         knowledge.seed_samples()

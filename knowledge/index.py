@@ -13,13 +13,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from knowledge.embeddings import Embedder
+from knowledge.embeddings import PACKAGED_MINILM, Embedder
 from knowledge.shared import SharedStore
 
 logger = logging.getLogger(__name__)
 
 COLLECTION = "knowledge"
 SNAPSHOT = "snapshot.npz"  # in a shared store's directory: see `knowledge.snapshot`
+
+
+class BuiltWithAnotherModel(RuntimeError):
+    """The index holds vectors of another embedding model than the one configured."""
+
+    def __init__(self, built_with: str, configured: str) -> None:
+        super().__init__(
+            f"The knowledge index was built with the embedding model {built_with}, and "
+            f"{configured} is configured now: an admin must run `assistant kb reindex` "
+            "(it embeds every document again) or set the model back.")
+        self.built_with, self.configured = built_with, configured
 
 
 @dataclass(frozen=True)
@@ -99,18 +110,30 @@ class KnowledgeIndex:
     """Chunks with their embeddings and metadata (document id, version, chunk index, title)."""
 
     def __init__(self, client: Any, embedder: Embedder, collection: str = COLLECTION,
-                 shared: SharedStore | None = None, snapshot: bool = False) -> None:
+                 shared: SharedStore | None = None, snapshot: bool = False,
+                 model: str = PACKAGED_MINILM, unlabelled: str | None = None) -> None:
         """`client` is a Chroma client, or a function that opens one on first use (it must be
         a function when `shared`: the client is reopened when another process wrote).
         `snapshot`: search a copy of a small shared store kept beside it, without opening
-        Chroma (for short-lived processes such as the command line; see `knowledge.snapshot`)."""
+        Chroma (for short-lived processes such as the command line; see `knowledge.snapshot`).
+        `model`: the name of `embedder`'s model, recorded with the collection when it is
+        created; searching or adding to a collection built with another model raises
+        `BuiltWithAnotherModel`. `unlabelled`: the model of a collection created before
+        collections recorded it (default `model`)."""
         self._connect: Callable[[], Any] = client if callable(client) else (lambda: client)
         self._embedder = embedder
+        self.model = model
+        self._unlabelled = unlabelled or model
         self._name = collection
         self._shared = shared
         self._lock = threading.RLock()  # a reopen closes the client other threads may use
         self._seen: int | None = None  # the shared store's generation this process has loaded
         self._snapshot = shared.directory / SNAPSHOT if shared and snapshot else None
+
+    @property
+    def embedder(self) -> Embedder:
+        """What embeds the chunks and the questions."""
+        return self._embedder
 
     @cached_property
     def _client(self) -> Any:
@@ -123,8 +146,21 @@ class KnowledgeIndex:
     def _open(self) -> Any:
         # We embed ourselves; embedding_function=None keeps Chroma from fetching its own model.
         return self._client.get_or_create_collection(
-            self._name, embedding_function=None, metadata={"hnsw:space": "cosine"}
-        )
+            self._name, embedding_function=None,
+            metadata={"hnsw:space": "cosine", "embedding_model": self.model})
+
+    def built_with(self) -> str:
+        """The embedding model whose vectors the index holds."""
+        with self._using() as collection:
+            return self._recorded(collection)
+
+    def _recorded(self, collection: Any) -> str:
+        return str((collection.metadata or {}).get("embedding_model", self._unlabelled))
+
+    def _same_model(self, collection: Any) -> None:
+        built = self._recorded(collection)
+        if built != self.model:
+            raise BuiltWithAnotherModel(built, self.model)
 
     @contextmanager
     def _using(self, write: bool = False) -> Iterator[Any]:
@@ -179,6 +215,7 @@ class KnowledgeIndex:
         if embeddings is None:
             embeddings = self.embed_chunks(title, chunks)
         with self._using(write=True) as collection:
+            self._same_model(collection)
             collection.upsert(ids=ids, documents=chunks, embeddings=embeddings,
                               metadatas=metadatas)
         return ids
@@ -216,6 +253,7 @@ class KnowledgeIndex:
         if taken is not None:
             return taken
         with self._using() as collection:
+            self._same_model(collection)
             # No count() first: an empty collection answers with no hits, and counting costs
             # 12 ms at 100k chunks (a SQL COUNT), a third of the search.
             result = collection.query(query_embeddings=vector, n_results=k,
@@ -244,8 +282,8 @@ class KnowledgeIndex:
 
         assert self._shared is not None
         snapshot = Snapshot.read(self._snapshot, self._shared.generation())
-        if snapshot is None:
-            return None
+        if snapshot is None or snapshot.model != self.model:
+            return None  # none yet, or of another model's vectors: Chroma answers (or refuses)
         if not snapshot.complete:  # too large to copy: Chroma answers, and no new snapshot
             self._snapshot = None
             return None
@@ -262,11 +300,12 @@ class KnowledgeIndex:
             self._catch_up()
             assert self._seen is not None
             collection = self._collection
+            model = self._recorded(collection)
             if collection.count() > MAX_CHUNKS:
-                snapshot = Snapshot.too_large(self._seen)
+                snapshot = Snapshot.too_large(self._seen, model)
             else:
                 snapshot = Snapshot.of(self._seen, collection.get(
-                    include=["embeddings", "documents", "metadatas"]))
+                    include=["embeddings", "documents", "metadatas"]), model)
         snapshot.write(self._snapshot)
 
     def count(self) -> int:

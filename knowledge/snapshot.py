@@ -46,10 +46,12 @@ class Snapshot:
     complete: bool
     chunks: list[Chunk] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    model: str = ""  # the embedding model of the vectors ("": a snapshot from before it was kept)
 
     @classmethod
-    def of(cls, generation: int, got: dict[str, Any]) -> Snapshot:
-        """From a Chroma `collection.get(include=["embeddings", "documents", "metadatas"])`."""
+    def of(cls, generation: int, got: dict[str, Any], model: str) -> Snapshot:
+        """From a Chroma `collection.get(include=["embeddings", "documents", "metadatas"])`
+        of an index built with `model`."""
         chunks, vectors = [], []
         embeddings = got["embeddings"] if got["embeddings"] is not None else []
         for cid, text, meta, vector in zip(got["ids"], got["documents"], got["metadatas"],
@@ -60,14 +62,14 @@ class Snapshot:
                                 str(meta["title"]), text))
             vectors.append(vector)
         if not vectors:
-            return cls(generation, True)
+            return cls(generation, True, model=model)
         matrix = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return cls(generation, True, chunks, matrix / np.where(norms == 0, 1, norms))
+        return cls(generation, True, chunks, matrix / np.where(norms == 0, 1, norms), model)
 
     @classmethod
-    def too_large(cls, generation: int) -> Snapshot:
-        return cls(generation, False)
+    def too_large(cls, generation: int, model: str) -> Snapshot:
+        return cls(generation, False, model=model)
 
     def nearest(self, vector: list[float], k: int) -> list[tuple[Chunk, float]]:
         """The `k` chunks of highest cosine similarity to `vector`, best first."""
@@ -83,6 +85,7 @@ class Snapshot:
     def write(self, path: Path) -> None:
         """Save atomically (a reader sees the old file or the new one); failures are logged."""
         meta = json.dumps({"generation": self.generation, "complete": self.complete,
+                           "model": self.model,
                            "chunks": [[c.id, c.document_id, c.version, c.title, c.text]
                                       for c in self.chunks]}, ensure_ascii=False)
         staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -109,7 +112,8 @@ class Snapshot:
                       for cid, doc, version, title, text in meta["chunks"]]
             if meta["complete"] and len(chunks) != len(vectors):
                 raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-            return cls(generation, bool(meta["complete"]), chunks, vectors)
+            return cls(generation, bool(meta["complete"]), chunks, vectors,
+                       str(meta.get("model", "")))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:

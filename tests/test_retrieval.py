@@ -134,7 +134,7 @@ def test_search_statistics_are_shared_with_other_processes_and_follow_changes(
     saved = knowledge._stats_file
     assert saved is not None and json.loads(saved.read_text())["stats"]["texts"] == 3
     # Another process (a `kb search`) reads the saved statistics and only its candidates.
-    other = KnowledgeService(knowledge.store, knowledge.index, knowledge._embedder,
+    other = KnowledgeService(knowledge.store, knowledge.index, knowledge.index.embedder,
                              ranking=knowledge.ranking, cache_dir=saved.parent)
     read: list[object] = []
     original = other.store.document_texts

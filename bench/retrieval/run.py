@@ -36,7 +36,12 @@ import quality  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.services import UserError  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
-from knowledge.embeddings import SentenceTransformerEmbedder, load_embedder  # noqa: E402
+from knowledge.embeddings import (  # noqa: E402
+    SentenceTransformerEmbedder,
+    load_embedder,
+    model_label,
+    resolve_model,
+)
 from knowledge.retrieval import DEFAULT_RANKING  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -162,15 +167,19 @@ def measure_ingest(pages: list[Path], data_dir: Path) -> dict:
 
 
 def measure_latency(pages: list[Path], questions: list[dict], data_dir: Path,
-                    sizes: list[int]) -> list[dict]:
-    """The product's search over the postgresql corpus, then padded to each size."""
+                    sizes: list[int], search_model: str = "") -> list[dict]:
+    """The product's search over the postgresql corpus, then padded to each size. The first
+    row also gives the ingest of `pages` (`add_files`, `search_model`'s vectors)."""
     shutil.rmtree(data_dir, ignore_errors=True)
     settings = Settings(data_dir=data_dir, model_cache_dir=ROOT / ".cache" / "models",
-                        _env_file=None)
+                        search_model=search_model, _env_file=None)
     services = build_services(settings, with_chat=False, seed=False)
     knowledge = services.knowledge
+    knowledge.index.embedder.embed(["warm up"])  # loaded (and exported, once) before the clock
+    started = time.perf_counter()
     for _ in knowledge.add_files(pages, actor="bench"):
         pass
+    ingest_s = time.perf_counter() - started
 
     def run() -> list[float]:
         times = []
@@ -181,14 +190,17 @@ def measure_latency(pages: list[Path], questions: list[dict], data_dir: Path,
         return times
 
     run()  # warm-up
-    rows = [{"chunks": knowledge.index.count(), **_latency(run())}]
+    chunks = knowledge.index.count()
+    rows = [{"chunks": chunks, **_latency(run()), "ingest_s": round(ingest_s, 1),
+             "ingest_chunks_per_s": round(chunks / ingest_s, 1)}]
     rng = np.random.default_rng(0)
     collection = knowledge.index._collection
+    width = len(knowledge.index.query_vector("width") or [])
     for size in sizes:
         started = time.perf_counter()
         while collection.count() < size:
             n = min(5000, size - collection.count())
-            vectors = rng.normal(size=(n, 384)).astype(np.float32)
+            vectors = rng.normal(size=(n, width)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             start = collection.count()
             collection.add(ids=[f"pad:{start + i}" for i in range(n)], embeddings=vectors,
@@ -200,6 +212,48 @@ def measure_latency(pages: list[Path], questions: list[dict], data_dir: Path,
         print(f"latency: {rows[-1]}", flush=True)
     services.close()
     return rows
+
+
+def measure_search_model(name: str, pages: list[Path], sizes: list[int]) -> dict:
+    """Another SEARCH_MODEL against the packaged one, in this run: quality on both corpora
+    with the kept chunk text (plain dense, one chunk per document, and the product's
+    ranking), follow-ups, the feedback simulation, then ingest of `pages` and query latency
+    through the product for both models."""
+    cache_dir = ROOT / ".cache" / "models" / "embeddings"
+    path = resolve_model(name, cache_dir)
+    models = {"packaged": load_embedder(None, cache_dir), name: load_embedder(path, cache_dir)}
+    out: dict = {"quality": {}, "follow_ups": {}, "feedback": {}, "ingest_and_latency": {}}
+    followups = json.loads((HERE / "followups.json").read_text())
+    paraphrases = json.loads((HERE / "paraphrases.json").read_text())
+    plain = quality.Ranking(per_document=1)
+    for corpus_name, (corpus_pages, qfile, _) in CORPORA.items():
+        corpus = quality.load_corpus(corpus_name, corpus_pages())
+        questions = json.loads((HERE / qfile).read_text())
+        for label, embedder in models.items():
+            tag = "" if label == "packaged" else f"-{model_label(name)}"
+            cache = quality.VectorCache(CACHE / f"vectors-{corpus_name}{tag}.npz", embedder)
+            qvecs = np.array(embedder.embed([q["q"] for q in questions]), dtype=np.float32)
+            chunks = quality.build_chunks(corpus, embedder, cache, summary=True,
+                                          section_path=False)
+            row = {"dense, one chunk per document": quality.evaluate(
+                corpus, chunks, questions, qvecs, plain),
+                "the product's ranking": quality.evaluate(
+                corpus, chunks, questions, qvecs, DEFAULT_RANKING)}
+            out["quality"].setdefault(label, {})[corpus_name] = row
+            print(f"{label} {corpus_name}: " + ", ".join(f"{k} {_brief(v)}"
+                                                         for k, v in row.items()), flush=True)
+            out["follow_ups"].setdefault(label, {})[corpus_name] = quality.follow_ups(
+                corpus, chunks, [f for f in followups if f["corpus"] == corpus_name], cache,
+                replace(DEFAULT_RANKING, document_bm25=0.0))
+            out["feedback"].setdefault(label, {})[corpus_name] = quality.simulate_feedback(
+                corpus, chunks, questions, qvecs, DEFAULT_RANKING, paraphrases[corpus_name],
+                embedder)
+    questions = json.loads((HERE / CORPORA["postgresql"][1]).read_text())
+    for label, setting in (("packaged", ""), (name, name)):
+        out["ingest_and_latency"][label] = measure_latency(
+            pages, questions, CACHE / f"latency-{model_label(setting)}", sizes, setting)
+        print(f"{label}: {out['ingest_and_latency'][label]}", flush=True)
+    return out
 
 
 def _latency(times: list[float]) -> dict:
@@ -214,6 +268,9 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "ingest", "latency"])
     parser.add_argument("--bulk-quality", action="store_true", help="also measure quality with "
                         "the chunks embedded in bfloat16 (INGEST_BF16=true), questions on ONNX")
+    parser.add_argument("--search-model", default="", help="instead of the phases: this "
+                        "SEARCH_MODEL (e.g. all-mpnet-base-v2) against the packaged model, "
+                        "quality on both corpora, ingest of --ingest-pages pages and latency")
     args = parser.parse_args()
     for name, (pages, _, package) in CORPORA.items():
         if not pages():
@@ -224,6 +281,15 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
+    pg_pages = CORPORA["postgresql"][0]()
+    sample = pg_pages[:: max(1, len(pg_pages) // args.ingest_pages)][: args.ingest_pages]
+    if args.search_model:
+        result.setdefault("search_models", {})[args.search_model] = measure_search_model(
+            args.search_model, sample, args.sizes)
+        result["search_models"][args.search_model]["machine"] = (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}")
+        save()
+        return
     embedder = load_embedder(None, ROOT / ".cache" / "models" / "embeddings")
     if "quality" not in args.skip:
         result["variants"], result["chosen"] = measure_quality(embedder)
@@ -232,9 +298,7 @@ def main() -> None:
         bulk = load_embedder(None, ROOT / ".cache" / "models" / "embeddings", bulk="true")
         result["variants_bfloat16_chunks"], _ = measure_quality(bulk, "-bf16")
         save()
-    pg_pages = CORPORA["postgresql"][0]()
     if "ingest" not in args.skip:
-        sample = pg_pages[:: max(1, len(pg_pages) // args.ingest_pages)][: args.ingest_pages]
         result["ingest"] = measure_ingest(sample, CACHE / "ingest")
         save()
     if "latency" not in args.skip:

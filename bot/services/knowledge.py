@@ -23,7 +23,7 @@ from knowledge.chunking import chunk_text
 from knowledge.documents import ParsedDocument, UnsupportedDocument, parse_file, parse_text
 from knowledge.embeddings import Embedder
 from knowledge.evidence import Coverage, Evidence, EvidencePicker, content_words
-from knowledge.index import Hit, KnowledgeIndex
+from knowledge.index import BuiltWithAnotherModel, Hit, KnowledgeIndex
 from knowledge.lexical import BM25, CorpusStats, tokens
 from knowledge.retrieval import (
     DEFAULT_RANKING,
@@ -77,7 +77,9 @@ class KnowledgeService:
         self.boosts = boosts or BoostStore(store.db)
         self._boost_map: tuple[float, FeedbackBoosts] = (-BOOSTS_TTL_S, FeedbackBoosts())
         self._boost_signature: tuple[int, object] | None = None
-        self._embedder = embedder
+        # Chunks and questions go through the index's model (SEARCH_MODEL); the answer checks'
+        # words and sentences through `embedder`, whose similarities their thresholds know.
+        self._search = index.embedder
         self._picker = EvidencePicker(embedder)
         self._coverage = Coverage(embedder)
         self._stats_file = cache_dir / "bm25.json" if cache_dir else None
@@ -85,8 +87,8 @@ class KnowledgeService:
         self._words: tuple[Signature, set[str]] | None = None
 
     def _chunks(self, text: str) -> list[str]:
-        max_tokens = min(self._embedder.max_tokens, 256) - 16  # room for the title line
-        return chunk_text(text, self._embedder.count_tokens, max_tokens=max_tokens,
+        max_tokens = min(self._search.max_tokens, 256) - 16  # room for the title line
+        return chunk_text(text, self._search.count_tokens, max_tokens=max_tokens,
                           overlap_tokens=max_tokens // 5)
 
     def add_parsed(self, doc: ParsedDocument, source: str, added_by: int | None,
@@ -96,6 +98,7 @@ class KnowledgeService:
         duplicate = self.store.document_by_hash(doc.content_hash)
         if duplicate is not None:
             return AddResult(AddStatus.DUPLICATE, duplicate)
+        self._same_model()  # before SQL: a document is never stored without its chunks
         chunks = self._chunks(doc.text) if chunks is None else chunks
         existing = self.store.document_by_source(source)
         fields: dict[str, Any] = dict(title=doc.title, text=doc.text,
@@ -152,7 +155,7 @@ class KnowledgeService:
                    ) -> Iterator[tuple[Path, AddResult | UserError]]:
         texts = [self.index.embedding_text(doc.title, c)
                  for _, doc, chunks in batch if isinstance(doc, ParsedDocument) for c in chunks]
-        vectors = self._embedder.embed(texts) if texts else []
+        vectors = self._search.embed(texts) if texts else []
         start = 0
         for path, doc, chunks in batch:
             if isinstance(doc, UserError):
@@ -202,7 +205,10 @@ class KnowledgeService:
         vector = self.index.query_vector(query, context)
         if vector is None:
             return []
-        hits = self.index.search_vector(vector, 2 * fetch_size(k, ranking))
+        try:
+            hits = self.index.search_vector(vector, 2 * fetch_size(k, ranking))
+        except BuiltWithAnotherModel as exc:
+            raise UserError(str(exc)) from exc
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
         candidates = {h.document_id for h in hits}
@@ -210,6 +216,12 @@ class KnowledgeService:
             if ranking.document_bm25 and hits else None
         boosts = self._current_boosts().for_question(vector, (h.chunk_id for h in hits))
         return rank(query, hits, k, ranking, boosts, lexical)
+
+    def _same_model(self) -> None:
+        """Refuse, with what to do, to mix the vectors of two embedding models in one index."""
+        built = self.index.built_with()
+        if built != self.index.model:
+            raise UserError(str(BuiltWithAnotherModel(built, self.index.model)))
 
     def recompute_boosts(self, actor: str) -> dict[str, int]:
         """Recompute the feedback boosts from every rating (audited). A 👎 whose correction
@@ -226,7 +238,7 @@ class KnowledgeService:
             return chunk_id in texts and supported(correction, [texts[chunk_id]])
 
         return self.boosts.recompute(actor, [v.sparing(holds) for v in votes],
-                                     self._embedder.embed)
+                                     self._search.embed)
 
     def _current_boosts(self) -> FeedbackBoosts:
         """The boosts as last read; every `BOOSTS_TTL_S` their signature is checked, and they
