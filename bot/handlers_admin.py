@@ -203,7 +203,11 @@ async def kb_search(update: Update, context: AssistantContext) -> None:
     if not query:
         await update.effective_message.reply_text("Usage: /kb_search <question or words>")
         return
-    hits = await asyncio.to_thread(context.services.knowledge.search, query, 5)
+    try:
+        hits = await asyncio.to_thread(context.services.knowledge.search, query, 5)
+    except UserError as exc:  # e.g. an index built with another embedding model
+        await update.effective_message.reply_text(str(exc))
+        return
     if not hits:
         await update.effective_message.reply_text("No matches.")
         return

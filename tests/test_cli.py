@@ -57,6 +57,37 @@ def test_kb_add_list_search_remove_reindex(env: Path, capsys) -> None:
     assert {h["document_id"] for h in json.loads(out)} == {1}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_switching_to_the_packaged_mpnet_asks_for_a_reindex_then_finds_the_page(
+        env: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from knowledge.embeddings import MPNET_PARTS
+
+    try:
+        importlib.metadata.distribution(MPNET_PARTS[0])
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("all-mpnet-base-v2 is not installed (make install-mpnet; .ci/run does)")
+    (env / "truncate.md").write_text("# TRUNCATE\n\nTRUNCATE quickly removes all rows from a "
+                                     "set of tables, without scanning them.")
+    (env / "grant.md").write_text("# GRANT\n\nGRANT gives roles privileges on database "
+                                  "objects such as tables, columns and schemas.")
+    assert run(capsys, "kb", "add", "truncate.md", "grant.md")[0] == 0
+    monkeypatch.setenv("SEARCH_MODEL", "all-mpnet-base-v2")
+    code, out, err = run(capsys, "kb", "search", "empty a big table instantly")
+    assert code == 1 and "built with the embedding model all-MiniLM-L6-v2" in err \
+        and "assistant kb reindex" in err and "Traceback" not in err
+    assert run(capsys, "kb", "check")[0] == 1
+    code, out, _ = run(capsys, "kb", "reindex")
+    assert code == 0 and "2 chunks" in out
+    code, out, _ = run(capsys, "kb", "search", "let another user read my table", "--json")
+    assert code == 0 and json.loads(out)[0]["title"] == "GRANT"
+    code, out, _ = run(capsys, "kb", "search", "empty a big table instantly", "--json")
+    assert json.loads(out)[0]["title"] == "TRUNCATE"
+    assert run(capsys, "kb", "check")[0] == 0
+
+
 def test_kb_add_reports_bad_files_and_keeps_the_good_ones(env: Path, capsys) -> None:
     (env / "good.md").write_text("Good content.")
     (env / "tool.exe").write_bytes(b"MZ")

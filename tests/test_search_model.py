@@ -54,7 +54,10 @@ def test_the_index_records_its_model_and_another_one_needs_a_reindex(
         with pytest.raises(UserError, match="kb reindex"):
             svc.knowledge.add_text("Dogs", "Dogs are welcome downstairs.", "t:dogs", "t")
         assert [d.title for d in svc.knowledge.list_documents()] == ["Cats"]
+        with pytest.raises(UserError, match="kb reindex"):  # `kb check` says so too
+            svc.knowledge.check()
         assert svc.knowledge.reindex() == 1
+        assert svc.knowledge.check() == []
         assert svc.knowledge.index.built_with() == "bigger-model"
         calls, checks = bigger.calls, embedder.calls
         svc.knowledge.add_text("Dogs", "Dogs are welcome downstairs.", "t:dogs", "t")

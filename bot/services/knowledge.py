@@ -305,7 +305,9 @@ class KnowledgeService:
         return self._coverage.related(word, words)
 
     def check(self) -> list[IndexProblem]:
-        """Documents whose indexed chunk count differs from SQL (fix with `reindex`)."""
+        """Documents whose indexed chunk count differs from SQL (fix with `reindex`); raises
+        `UserError` when the index was built with another embedding model."""
+        self._same_model()
         indexed = self.index.chunk_counts()
         problems = [IndexProblem(d.id, d.title, d.chunk_count, indexed.pop((d.id, d.version), 0))
                     for d in self.store.list_documents()]
