@@ -214,7 +214,8 @@ def measure_latency(pages: list[Path], questions: list[dict], data_dir: Path,
     return rows
 
 
-def measure_search_model(name: str, pages: list[Path], sizes: list[int]) -> dict:
+def measure_search_model(name: str, pages: list[Path], sizes: list[int],
+                         latency: bool = True) -> dict:
     """Another SEARCH_MODEL against the packaged one, in this run: quality on both corpora
     with the kept chunk text (plain dense, one chunk per document, and the product's
     ranking), follow-ups, the feedback simulation, then ingest of `pages` and query latency
@@ -249,7 +250,7 @@ def measure_search_model(name: str, pages: list[Path], sizes: list[int]) -> dict
                 corpus, chunks, questions, qvecs, DEFAULT_RANKING, paraphrases[corpus_name],
                 embedder)
     questions = json.loads((HERE / CORPORA["postgresql"][1]).read_text())
-    for label, setting in (("packaged", ""), (name, name)):
+    for label, setting in (("packaged", ""), (name, name)) if latency else ():
         out["ingest_and_latency"][label] = measure_latency(
             pages, questions, CACHE / f"latency-{model_label(setting)}", sizes, setting)
         print(f"{label}: {out['ingest_and_latency'][label]}", flush=True)
@@ -270,7 +271,8 @@ def main() -> None:
                         "the chunks embedded in bfloat16 (INGEST_BF16=true), questions on ONNX")
     parser.add_argument("--search-model", default="", help="instead of the phases: this "
                         "SEARCH_MODEL (e.g. all-mpnet-base-v2) against the packaged model, "
-                        "quality on both corpora, ingest of --ingest-pages pages and latency")
+                        "quality on both corpora, ingest of --ingest-pages pages and latency "
+                        "(--skip latency: quality only)")
     args = parser.parse_args()
     for name, (pages, _, package) in CORPORA.items():
         if not pages():
@@ -285,7 +287,7 @@ def main() -> None:
     sample = pg_pages[:: max(1, len(pg_pages) // args.ingest_pages)][: args.ingest_pages]
     if args.search_model:
         result.setdefault("search_models", {})[args.search_model] = measure_search_model(
-            args.search_model, sample, args.sizes)
+            args.search_model, sample, args.sizes, latency="latency" not in args.skip)
         result["search_models"][args.search_model]["machine"] = (
             f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}")
         save()
