@@ -83,16 +83,18 @@ def root(word: str) -> str:
 
 
 _CAPITALISED = re.compile(r"(?<![.!?:;\n]\s)(?<!^)\b[A-Z](?!')[\w'-]+")
-_CALENDAR = re.compile(r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)days?|january|february|"
-                       r"march|april|may|june|july|august|september|october|november|"
-                       r"december|christmas|easter)$")
+MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+          "december")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# A capitalised word that names a day of the calendar, not someone or something.
+CALENDAR = re.compile(rf"^({MONTHS}|{'|'.join(WEEKDAYS)}|christmas|easter|new year)s?$", re.I)
 
 
 def names_inside(text: str) -> set[str]:
     """Lower-case words `text` capitalises inside a sentence, weekdays and months aside: the
     names it mentions ("Does it sync with Notion?": notion)."""
     return {w.lower() for w in _CAPITALISED.findall(text.strip())
-            if not _CALENDAR.match(w.lower())}
+            if not CALENDAR.match(w)}
 
 
 _CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")

@@ -154,6 +154,11 @@ class KnowledgeIndex:
         with self._using() as collection:
             return self._recorded(collection)
 
+    def check_model(self) -> None:
+        """Raise `BuiltWithAnotherModel` when the index holds another model's vectors."""
+        with self._using() as collection:
+            self._same_model(collection)
+
     def _recorded(self, collection: Any) -> str:
         return str((collection.metadata or {}).get("embedding_model", self._unlabelled))
 

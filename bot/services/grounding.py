@@ -14,6 +14,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from knowledge.evidence import CALENDAR, MONTHS, WEEKDAYS
+
 # A claim: something a reader would take as a fact that must have come from somewhere.
 _CLAIM = re.compile(
     r"[\w.+-]+@[\w.@-]*\w"                                  # e-mail (or a mangled one)
@@ -168,27 +170,20 @@ _SIZE = re.compile(r"\d\s*(?:m|cm|mm|km|metres?|meters?|centimet(?:re|er)s?|feet
                    r"inch(?:es)?|kg|kilos?|kilograms?|tonnes?|tons?|lbs?|pounds?|square)\b", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
-_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
-           "december")
-_MONTH = re.compile(rf"\b({_MONTHS})\b", re.I)
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MONTH = re.compile(rf"\b({MONTHS})\b", re.I)
 # Asking for an e-mail address, not about e-mail ("How fast is an e-mail answered?").
 _ASKS_EMAIL = re.compile(r"\b(?:which|what)\b[^?.]*\be-?mail\b|\be-?mail (?:address|of)\b|"
                          r"\bto e-?mail\b", re.I)
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
 _QUANTITY = re.compile(r"\d|\b(" + "|".join(NUMBER_WORDS) + r"|free|closed|daily|weekly|"
-                       + "|".join(_WEEKDAYS) + r"|weekdays?|weekends?|noon|midnight|morning|"
-                       r"evening|night|" + _MONTHS + r")\b", re.I)
-
-
-_CALENDAR = re.compile(rf"^({_MONTHS}|{'|'.join(_WEEKDAYS)}|christmas|easter|new year)s?$",
-                       re.I)
+                       + "|".join(WEEKDAYS) + r"|weekdays?|weekends?|noon|midnight|morning|"
+                       r"evening|night|" + MONTHS + r")\b", re.I)
 
 
 def is_name(words: str, starts_sentence: bool) -> bool:
     """Whether capitalised `words` name someone or something: not a weekday or month, and
     not an everyday word capitalised only because a sentence starts with it ("Outside")."""
-    if _CALENDAR.match(words):
+    if CALENDAR.match(words):
         return False
     if starts_sentence and " " not in words:
         from wordfreq import zipf_frequency
@@ -211,7 +206,7 @@ def names(text: str, mid_sentence: bool = False) -> list[tuple[str, ...]]:
             continue
         if starts and not is_name(words[0], True):
             words = words[1:]
-        words = [w for w in words if not _CALENDAR.match(w)]
+        words = [w for w in words if not CALENDAR.match(w)]
         if words:
             found.append(tuple(words))
     return found
@@ -285,7 +280,7 @@ def answers_kind(question: str, sentence: str) -> bool:
     return wanted is None or wanted.search(sentence) is not None
 
 
-_DAY_WORD = "(" + "|".join(_WEEKDAYS) + ")s?"
+_DAY_WORD = "(" + "|".join(WEEKDAYS) + ")s?"
 _DAY_RANGE = re.compile(rf"\b{_DAY_WORD}\s*(?:to|until|till|through|-|–)\s*{_DAY_WORD}\b", re.I)
 _DAY = re.compile(rf"\b{_DAY_WORD}\b|\b(weekdays?|weekends?|daily|every day|(?:7|seven) days "
                   r"a week)\b", re.I)
@@ -296,12 +291,12 @@ def days(text: str) -> frozenset[int]:
     "weekdays", "weekends", "daily"."""
     found: set[int] = set()
     for m in _DAY_RANGE.finditer(text):
-        first, last = _WEEKDAYS.index(m.group(1).lower()), _WEEKDAYS.index(m.group(2).lower())
+        first, last = WEEKDAYS.index(m.group(1).lower()), WEEKDAYS.index(m.group(2).lower())
         found |= {d % 7 for d in range(first, last + 1 if last >= first else last + 8)}
     for m in _DAY.finditer(text):
         word = m.group(0).lower()
         if m.group(1):
-            found.add(_WEEKDAYS.index(m.group(1).lower()))
+            found.add(WEEKDAYS.index(m.group(1).lower()))
         elif word.startswith("weekday"):
             found |= {0, 1, 2, 3, 4}
         elif word.startswith("weekend"):

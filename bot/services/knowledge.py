@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -62,6 +63,15 @@ class IndexProblem:
 
 
 Signature = tuple[int, int, int]  # `Store.knowledge_signature`: changes with the documents
+
+
+@contextmanager
+def _refused_if_built_with_another_model() -> Iterator[None]:
+    """An index of another embedding model's vectors, said to the admin as what to do."""
+    try:
+        yield
+    except BuiltWithAnotherModel as exc:
+        raise UserError(str(exc)) from exc
 
 
 class KnowledgeService:
@@ -205,10 +215,8 @@ class KnowledgeService:
         vector = self.index.query_vector(query, context)
         if vector is None:
             return []
-        try:
+        with _refused_if_built_with_another_model():
             hits = self.index.search_vector(vector, 2 * fetch_size(k, ranking))
-        except BuiltWithAnotherModel as exc:
-            raise UserError(str(exc)) from exc
         current = self.store.current_versions({h.document_id for h in hits})
         hits = [h for h in hits if current.get(h.document_id) == h.version]
         candidates = {h.document_id for h in hits}
@@ -219,9 +227,8 @@ class KnowledgeService:
 
     def _same_model(self) -> None:
         """Refuse, with what to do, to mix the vectors of two embedding models in one index."""
-        built = self.index.built_with()
-        if built != self.index.model:
-            raise UserError(str(BuiltWithAnotherModel(built, self.index.model)))
+        with _refused_if_built_with_another_model():
+            self.index.check_model()
 
     def recompute_boosts(self, actor: str) -> dict[str, int]:
         """Recompute the feedback boosts from every rating (audited). A 👎 whose correction
