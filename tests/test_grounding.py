@@ -90,6 +90,21 @@ def test_an_answer_may_not_bring_words_of_its_own() -> None:
                         "When does the password change?", evidence).supported
 
 
+def test_an_answer_may_not_pin_its_evidence_on_what_the_question_asked() -> None:
+    """Words the answer takes from the question, not from its evidence, claim what the
+    evidence does not say: the sentence is about a data centre, not the backup one."""
+    evidence = ["Sync and storage — Where notes are stored: Notes in the Quillnote cloud are "
+                "stored in a data centre in Frankfurt."]
+    check = check_answer("The backup data centre is in Frankfurt.",
+                         "In which city is the backup data centre?", evidence)
+    assert not check.supported and check.unsupported == ["backup"]
+    assert check_answer("The data centre is in Frankfurt.",
+                        "In which city is the backup data centre?", evidence).supported
+    pets = ["House rules: Other pets are not allowed."]
+    assert check_answer("Cats are not allowed in the house.", "Are cats or other pets allowed?",
+                        pets).unsupported == ["cats"]
+
+
 def test_an_answer_that_only_echoes_the_question_says_nothing() -> None:
     evidence = ["Meeting rooms are booked in the DeskLoop app."]
     assert check_answer("The meeting room app.", "Which app books a meeting room?",

@@ -238,7 +238,11 @@ def main() -> None:
                "sources": reply.sources, "seconds": round(seconds, 3),
                "abstained": bool(ABSTAINS.search(reply.text)),
                "unsupported": unsupported(reply.text, "\n".join(recorder.seen)),
-               "words": len(reply.text.split())}
+               "words": len(reply.text.split()),
+               # how the reply came to be, and what it came from: `grounding` "verified" (the
+               # model's words, checked), "extractive" (its evidence quoted instead), "abstained"
+               "grounding": reply.grounding, "generated": reply.generated,
+               "evidence": [e.framed for e in reply.evidence]}
         if facts is not None:  # "I don't know: ... does not answer" holds no fact, even "not"
             row["correct"] = holds(reply.text, facts) and not row["abstained"]
         rows.append(row)

@@ -355,6 +355,9 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
 
     The answer's facts must all come from the first, best sentence: a small model that
     borrows a number from a neighbouring sentence is usually answering another question.
+    So must its words: one taken from the question instead pins the sentence's fact on what
+    was asked ("The backup data centre is in Frankfurt." from "…stored in a data centre in
+    Frankfurt" for "In which city is the backup data centre?").
     """
     if not answer.strip():
         return Check(False, [], "empty")
@@ -374,7 +377,7 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
         return Check(False, [], "off_topic")
     if not same_polarity(answer, evidence[0]):
         return Check(False, [], "contradicts")
-    novel = new_words(answer, f"{question}\n{evidence[0]}")
+    novel = new_words(answer, evidence[0])
     if novel:
         return Check(False, novel, "new_words")
     if not facts and not new_words(answer, question):  # "The meeting room app."
