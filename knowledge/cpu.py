@@ -20,5 +20,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 def bfloat16_in_hardware() -> bool:
-    """Whether the CPU multiplies bfloat16 matrices in hardware (AMX tiles)."""
-    return "amx_tile" in cpu_flags()
+    """Whether the CPU multiplies bfloat16 in hardware: AMX tiles, or AVX512-BF16's dot
+    products. Measured on two cores of each: an Intel Xeon with AMX reads a prompt 2.8x faster
+    in bfloat16 than in float32; an AMD EPYC with AVX512-BF16 and no AMX 1.7x (a 230-token
+    prompt 0.29 against 0.50 s), and embeds ingest batches 2x faster (54 against 27 chunk-sized
+    texts a second). Elsewhere bfloat16 is emulated, several times slower."""
+    return bool({"amx_tile", "avx512_bf16"} & cpu_flags())

@@ -69,7 +69,7 @@ def test_the_int8_output_layer_is_close_to_the_float_one() -> None:
 
 @pytest.mark.parametrize(("flags", "device", "expected"), [
     ({"avx2", "avx512_bf16", "amx_tile"}, "cpu", "bfloat16"),
-    ({"avx2", "avx512_bf16"}, "cpu", "float32"),
+    ({"avx2", "avx512_bf16"}, "cpu", "bfloat16"),  # AVX512-BF16's dot products, no AMX
     ({"avx2"}, "cpu", "float32"),
     (set(), "cuda", "bfloat16"),
 ])
@@ -86,7 +86,9 @@ def test_auto_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, flags:
 
 def test_int4_decoding_is_automatic_only_where_bfloat16_is_in_hardware(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(int4, "cpu_flags", lambda: {"avx2", "fma"})
+    from knowledge import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"avx2", "fma"})
     assert not int4.supported()
-    monkeypatch.setattr(int4, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert int4.supported()

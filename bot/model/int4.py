@@ -22,7 +22,7 @@ import logging
 
 import torch
 
-from knowledge.cpu import cpu_flags
+from knowledge.cpu import bfloat16_in_hardware
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ GROUP = 32  # GGUF's Q4_0/Q4_1 block size along a matrix's inputs
 def supported() -> bool:
     """Whether this machine runs the kernels fast: they want bfloat16 arithmetic in hardware
     (AVX512-BF16, AMX). Elsewhere bfloat16 is emulated; not measured there, so not used."""
-    return (hasattr(torch, "_weight_int4pack_mm_for_cpu")
-            and bool({"avx512_bf16", "amx_tile"} & cpu_flags()))
+    return hasattr(torch, "_weight_int4pack_mm_for_cpu") and bfloat16_in_hardware()
 
 
 class PackedLinear(torch.nn.Module):

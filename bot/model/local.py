@@ -39,9 +39,10 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 def serving_dtype(setting: str, device: str) -> str:
     """The dtype the in-process model computes in: `setting` unless "auto", which is bfloat16
-    on a GPU and on a CPU with AMX (its tile units multiply bfloat16 matrices: a 281-token
-    prompt read in 0.15 s instead of 0.42 s on two cores), float32 on other CPUs (bfloat16
-    products are emulated there and a prompt is read ~5x slower). On a CPU one token at a time
+    on a GPU and on a CPU that multiplies bfloat16 in hardware (AMX tiles: a 281-token prompt
+    read in 0.15 s instead of 0.42 s on two cores; AVX512-BF16 without AMX: a 230-token one in
+    0.29 s instead of 0.50 s), float32 on other CPUs (bfloat16 products are emulated there and a
+    prompt is read ~5x slower). On a CPU one token at a time
     is no faster in bfloat16 (slower on AMX: torch's bfloat16 matrix-vector product does not
     keep up with float32's); that is what 4-bit answers are for (bot/model/int4.py)."""
     if setting not in DTYPES:
