@@ -283,8 +283,8 @@ class OnnxEmbedder:
 def load_embedder(path: str | Path | None, cache_dir: Path, bulk: str = "false") -> Embedder:
     """The model at `path` (default: the packaged one) on ONNX Runtime, exported into
     `cache_dir` on first use; sentence-transformers for models ONNX cannot run as simply.
-    `bulk` ("auto": on a CPU with AMX or AVX512-BF16; "true", "false"): big batches in bfloat16 on
-    sentence-transformers (BulkEmbedder)."""
+    `bulk` ("auto": on a CPU with AMX or AVX512-BF16; "true", "false"): big batches in
+    bfloat16 on sentence-transformers (BulkEmbedder)."""
     model_path = _model_dir(path)
     pipeline = _pipeline(model_path)
     if pipeline is None:
@@ -309,10 +309,9 @@ class BulkEmbedder:
     fraction of a second and never imports torch), sentence-transformers in bfloat16 for
     ingest-sized batches on a CPU with AMX, where it embeds ~3.8x faster than ONNX Runtime
     (68 against 18 chunk-sized texts a second on two cores), or with AVX512-BF16 (2x: 54
-    against 27). Its vectors are within cosine
-    0.998 of ONNX Runtime's for the same text, so questions embedded by one find chunks
-    embedded by the other (bench/retrieval measures both corpora this way). Loaded on the
-    first big batch."""
+    against 27). Its vectors are within cosine 0.998 of ONNX Runtime's for the same text, so
+    questions embedded by one find chunks embedded by the other (bench/retrieval measures both
+    corpora this way). Loaded on the first big batch."""
 
     def __init__(self, quick: Embedder, model_path: Path) -> None:
         self.quick = quick

@@ -405,8 +405,8 @@ def _root(word: str) -> str:
 
 
 def new_words(answer: str, source: str) -> list[str]:
-    """Words of `answer` found neither in `source` (the question and the evidence) nor among
-    the words any answer uses: 'every week' where the evidence says 'every month'."""
+    """Words of `answer` found neither in `source` (its evidence, say) nor among the words any
+    answer uses: 'every week' where the evidence says 'every month'."""
     known = {_root(w) for w in _WORDS.findall(normalise_words(source))}
     return [w for w in dict.fromkeys(_WORDS.findall(normalise_words(answer)))
             if w not in _PHRASING and _root(w) not in known]
