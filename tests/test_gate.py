@@ -67,11 +67,15 @@ def test_candidate_that_learned_unsupported_answers_is_rejected() -> None:
     serving = Metrics(2.0, 0.75, 1.5, 0.5, grounded=0.8, unsupported_loss=4.0)
     poisoned = Metrics(2.0, 0.75, 1.3, 0.6, grounded=0.8, unsupported_loss=3.5)
     decision = decide(poisoned, serving, 0.05, unsupported_margin=0.1)
-    assert not decision.promote
+    assert not decision.promote and decision.learned_unsupported
     assert "learned answers their excerpts do not support: loss 4.000 → 3.500" in \
         decision.reasons[-1]
     styled = Metrics(2.0, 0.75, 1.3, 0.6, grounded=0.8, unsupported_loss=3.9)
     assert decide(styled, serving, 0.05, unsupported_margin=0.1).promote
+    # rejected for another rule: nothing says the night planted anything
+    lost_golden = Metrics(2.0, 0.5, 1.3, 0.6, grounded=0.8, unsupported_loss=3.9)
+    decision = decide(lost_golden, serving, 0.05, unsupported_margin=0.1)
+    assert not decision.promote and not decision.learned_unsupported
 
 
 def test_unsupported_rows_are_preferred_answers_missing_from_their_prompt() -> None:

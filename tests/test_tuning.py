@@ -134,12 +134,16 @@ def test_nightly_run_trains_evaluates_and_records_a_decision(tmp_path: Path, mon
                                              "unsupported_loss", "answer_accuracy"}
     assert 0.0 <= run.metrics["candidate"]["answer_accuracy"] <= 1.0  # references were held out
     assert 0.0 <= run.metrics["candidate"]["grounded"] <= 1.0
-    assert set(run.metrics["stage_seconds"]) == {"data", "train", "preference",
-                                                 "evaluate_candidate", "evaluate_serving"}
+    stages = {"data", "train", "preference", "evaluate_candidate", "evaluate_serving"}
     # The preference step trained on pairs of tonight's training split (a liked and a
-    # disliked answer to one prompt) and is recorded with the adapter.
+    # disliked answer to one prompt) and is recorded with the adapter; when the gate failed
+    # its candidate, the adapter as SFT left it was measured too.
     preference = registry.meta("v0001")["preference"]
     assert preference["objective"] == "dpo" and preference["steps"] > 0
+    fell_back = "evaluate_without_preference" in run.metrics["stage_seconds"]
+    assert set(run.metrics["stage_seconds"]) == stages | (
+        {"evaluate_without_preference"} if fell_back else set())
+    assert ("rejected" in preference) == fell_back and isinstance(preference["used"], bool)
     assert 0 < run.sizes["preference"] == preference["examples"] <= 49 // 2
     assert not (registry.path("v0001") / "ref").exists()  # TRL's reference copy not saved
     assert run.metrics["stage_seconds"]["train"] > 0 and run.metrics["peak_rss_mb"] > 100

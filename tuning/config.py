@@ -56,10 +56,11 @@ class TrainingConfig:
                 "once per batch when it is at least this many tokens (0: never)"})
     max_val_rows: int = field(default=32, metadata={
         "help": "Validation rows checked every --eval-every steps (0: all)"})
-    preference: str = field(default="off", metadata={
+    preference: str = field(default="dpo", metadata={
         "help": "Nightly, after SFT (LoRA): a preference objective from TRL on the ratings: "
                 "dpo (a correction or 👍 answer against a 👎 one, same prompt), kto (every "
-                "rated answer), off",
+                "rated answer), off. When the gate rejects its candidate for anything but "
+                "learning unsupported answers, the adapter as SFT left it is gated instead",
         "choices": ["off", "dpo", "kto"]})
     preference_learning_rate: float = field(default=2e-3, metadata={
         "help": "Peak learning rate of the preference step (its loss is scaled by beta: a "

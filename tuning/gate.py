@@ -33,6 +33,9 @@ from tuning.evaluate import Metrics
 class Decision:
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    # rule 4 failed: the night's data taught what neither the excerpts nor the knowledge base
+    # hold, so no candidate trained on it may serve (see `tuning.nightly`)
+    learned_unsupported: bool = False
 
 
 def _at_most_drop(name: str, candidate: float, serving: float, allowed: float,
@@ -49,6 +52,7 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
            grounding_margin: float = 0.1, unsupported_margin: float = 0.1,
            accuracy_margin: float = 0.05) -> Decision:
     reasons: list[str] = []
+    learned_unsupported = False
     ok = _at_most_drop("golden pass rate", candidate.golden_pass, serving.golden_pass, margin,
                        reasons)
     if candidate.golden_loss > serving.golden_loss * (1 + margin):
@@ -84,9 +88,10 @@ def decide(candidate: Metrics, serving: Metrics, margin: float,
     if candidate.unsupported_loss is not None and serving.unsupported_loss is not None:
         c, v = candidate.unsupported_loss, serving.unsupported_loss
         if c < v * (1 - unsupported_margin):
-            ok = False
+            ok, learned_unsupported = False, True
             reasons.append(f"learned answers their excerpts do not support: loss {v:.3f} → "
                            f"{c:.3f} (allowed fall {unsupported_margin:.0%})")
         else:
             reasons.append(f"loss on unsupported held-out answers {v:.3f} → {c:.3f}")
-    return Decision(promote=ok and better and accuracy_ok, reasons=reasons)
+    return Decision(promote=ok and better and accuracy_ok, reasons=reasons,
+                    learned_unsupported=learned_unsupported)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -35,7 +37,7 @@ from tuning.evaluate import (
     sample_prompts,
     unsupported,
 )
-from tuning.runs import RunOutcome, release_memory, tuning_run
+from tuning.runs import Run, RunOutcome, release_memory, tuning_run
 
 logger = logging.getLogger(__name__)
 
@@ -145,23 +147,63 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
         with run.timed("preference"):
             preferred = train_preference(model, tokenizer, kto_train, cfg,
                                          settings.data_dir / "tuning" / "checkpoints" / "pref")
+        sft_only = None  # the adapter as SFT left it, while the preference step's is judged
         if preferred is not None:
+            sft_only = Path(tempfile.mkdtemp(prefix=".sft-only-", dir=run.staging.parent))
+            shutil.copytree(run.staging, sft_only, dirs_exist_ok=True)
             model.save_pretrained(str(run.staging))
             meta["preference"] = preferred.summary()
             run.sizes["preference"] = preferred.examples
         del model  # the training copy: see as_served
-        model = as_served(base_path, run.staging)
         golden = load_golden()
-        with run.timed("evaluate_candidate"):
-            candidate = measure(model, tokenizer, golden, sft_test, heldout_kto,
-                                cfg.eval_prompts, knowledge.answer)
-        del model  # one model in memory at a time
-        release_memory()
-        with run.timed("evaluate_serving"):
-            serving = measure(load_model(base_path, serving_path), tokenizer, golden, sft_test,
-                              heldout_kto, cfg.eval_prompts, knowledge.answer)
+
+        def evaluate(adapter: Path | None, stage: str) -> Metrics:
+            model = as_served(base_path, adapter)  # on the float32 base, merged, as it serves
+            with run.timed(stage):
+                metrics = measure(model, tokenizer, golden, sft_test, heldout_kto,
+                                  cfg.eval_prompts, knowledge.answer)
+            del model  # one model in memory at a time
+            release_memory()
+            return metrics
+
+        try:
+            candidate = evaluate(run.staging, "evaluate_candidate")
+            serving = evaluate(serving_path, "evaluate_serving")
+            if sft_only is not None:
+                candidate = _without_failed_preference(run, candidate, serving, sft_only,
+                                                       meta, evaluate)
+        finally:
+            if sft_only is not None:
+                shutil.rmtree(sft_only, ignore_errors=True)
         return run.conclude("nightly", candidate, serving, result, meta,
                             dataset_hash=data.digest(), data_until=data.until)
+
+
+def _without_failed_preference(run: Run, candidate: Metrics, serving: Metrics, sft_only: Path,
+                               meta: dict,
+                               evaluate: Callable[[Path | None, str], Metrics]) -> Metrics:
+    """The candidate to conclude with when the preference step ran: its own if the gate passes
+    it; otherwise the adapter as SFT left it, measured and gated in turn, so that a preference
+    step that overshoots (a golden check lost to a few pairs) never costs the night what SFT
+    learned. Not when the gate found that the preference step's adapter learned what neither
+    the excerpts nor the knowledge base hold (rule 4): the pairs have then shown that the
+    night's ratings plant content, and every candidate trained on them is rejected."""
+    decision = run.decide(candidate, serving)
+    if decision.promote or decision.learned_unsupported:
+        meta["preference"]["used"] = True
+        return candidate
+    logger.info("The candidate with the preference step failed the gate (%s); measuring the "
+                "adapter without it", "; ".join(decision.reasons))
+    alone = evaluate(sft_only, "evaluate_without_preference")
+    meta["preference"]["rejected"] = decision.reasons
+    if not run.decide(alone, serving).promote:
+        meta["preference"]["used"] = True  # both fail: the run concludes with what it trained
+        return candidate
+    meta["preference"]["used"] = False
+    assert run.staging is not None
+    shutil.rmtree(run.staging)
+    shutil.copytree(sft_only, run.staging)
+    return alone
 
 
 def evaluate_version(settings: Settings, version: str, cfg: TuneConfig) -> Metrics:

@@ -23,7 +23,7 @@ from bot.storage.models import utcnow
 from bot.storage.training import TrainingStore
 from tuning.config import TuneConfig
 from tuning.evaluate import Metrics
-from tuning.gate import decide
+from tuning.gate import Decision, decide
 from tuning.registry import AdapterRegistry
 from tuning.report import write_report
 
@@ -77,13 +77,16 @@ class Run:
                     decision={"promote": False, "reasons": [reason]})
         return RunOutcome(self.id, "skipped", None, [reason])
 
+    def decide(self, candidate: Metrics, serving: Metrics) -> Decision:
+        """The gate's verdict on `candidate` against `serving`, with this run's margins."""
+        return decide(candidate, serving, self.cfg.golden_margin, self.cfg.grounding_margin,
+                      self.cfg.unsupported_margin, self.cfg.accuracy_margin)
+
     def conclude(self, kind: str, candidate: Metrics, serving: Metrics, result, meta: dict,
                  **record) -> RunOutcome:
         """Gate the trained candidate, commit it as a version, promote it if it passed, and
         write the run's record and report."""
-        decision = decide(candidate, serving, self.cfg.golden_margin,
-                          self.cfg.grounding_margin, self.cfg.unsupported_margin,
-                          self.cfg.accuracy_margin)
+        decision = self.decide(candidate, serving)
         assert self.staging is not None, "conclude() after training into staging"
         version = self.registry.commit(self.staging, {
             "kind": kind, "run_id": self.id, "from": self.serving, "method": self.cfg.method,

@@ -100,10 +100,11 @@ def _load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig
                           _peft_config(cfg, tokenizer)), tokenizer
 
 
-def as_served(base_path: Path, adapter_dir: Path):
-    """The adapter saved in `adapter_dir` on the float32 base, merged: the candidate measured
-    as it will serve. Callers drop their training copy first (one model in memory at a time; on
-    a CPU training in bfloat16 its base weights were rounded); what it left is freed here."""
+def as_served(base_path: Path, adapter_dir: Path | None):
+    """The adapter saved in `adapter_dir` (None: the base alone) on the float32 base, merged:
+    a candidate, or the serving adapter, measured as it serves. Callers drop their training
+    copy first (one model in memory at a time; on a CPU training in bfloat16 its base weights
+    were rounded); what it left is freed here."""
     release_memory()
     return load_model(base_path, adapter_dir)
 
