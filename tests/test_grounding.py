@@ -113,6 +113,20 @@ def test_an_answer_that_only_echoes_the_question_says_nothing() -> None:
                         "Which app books a meeting room?", evidence).supported
 
 
+def test_an_answer_that_asks_a_question_back_is_no_answer() -> None:
+    """Every word of it is the evidence's title or phrasing, but it answers nothing."""
+    evidence = ["Parking and transport: The nearest tram stop is Millbrook Square, served by "
+                "tram line 4."]
+    check = check_answer("What is a parking and transport?", "What is the nearest tram stop?",
+                         evidence)
+    assert not check.supported and check.reason == "asks_back"
+    assert check_answer("The nearest tram stop is Millbrook Square.",
+                        "What is the nearest tram stop?", evidence).supported
+    # a question inside an answer that also says something is judged on the rest
+    assert check_answer("Which stop? The nearest tram stop is Millbrook Square.",
+                        "What is the nearest tram stop?", evidence).supported
+
+
 def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind("How much is a day pass?", "A day pass costs €14.")
     assert not answers_kind("How much is a day pass?", "There are 2 charging points.")

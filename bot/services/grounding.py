@@ -335,8 +335,8 @@ class Check:
 
     supported: bool
     unsupported: list[str]
-    reason: str  # ok | empty | dont_know | unsupported | off_topic | contradicts | new_words
-    #              | says_nothing
+    reason: str  # ok | empty | dont_know | asks_back | unsupported | off_topic | contradicts
+    #              | new_words | says_nothing
 
 
 # A price with the period it is paid for: "€7 per person per month", "40 euros a year".
@@ -363,6 +363,8 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
         return Check(False, [], "empty")
     if says_dont_know(answer):
         return Check(False, [], "dont_know")
+    if _only_questions(answer):  # "What is a parking and transport?" for "…nearest tram stop?"
+        return Check(False, [], "asks_back")
     missing = unsupported_claims(answer, evidence[:1])
     # The price is there, but paid for another period: "€7 per year" where it says per month.
     missing += [f"{price} per {period}" for price, period in
@@ -383,6 +385,12 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     if not facts and not new_words(answer, question):  # "The meeting room app."
         return Check(False, [], "says_nothing")
     return Check(True, [], "ok")
+
+
+def _only_questions(answer: str) -> bool:
+    """Every sentence of `answer` is a question: it asks instead of answering."""
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+", answer.strip()) if x]
+    return all(x.endswith("?") for x in sentences)
 
 
 # Latin-script words only: the crude stemming below means nothing for Korean or Japanese.
