@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -149,7 +148,7 @@ def run_nightly(settings: Settings, cfg: TuneConfig) -> RunOutcome:
                                          settings.data_dir / "tuning" / "checkpoints" / "pref")
         sft_only = None  # the adapter as SFT left it, while the preference step's is judged
         if preferred is not None:
-            sft_only = Path(tempfile.mkdtemp(prefix=".sft-only-", dir=run.staging.parent))
+            sft_only = run.registry.staging_dir()  # an interrupted run's copy is discarded too
             shutil.copytree(run.staging, sft_only, dirs_exist_ok=True)
             model.save_pretrained(str(run.staging))
             meta["preference"] = preferred.summary()
