@@ -201,7 +201,7 @@ def _without_failed_preference(run: Run, candidate: Metrics, serving: Metrics, s
     meta["preference"]["used"] = False
     assert run.staging is not None
     shutil.rmtree(run.staging)
-    shutil.copytree(sft_only, run.staging)
+    sft_only.rename(run.staging)  # both in the registry's directory
     return alone
 
 
