@@ -27,24 +27,48 @@ class Source:
         return self.rows[:limit]
 
 
-def recall(*rows: tuple[str, str, int, int], question: str = Q) -> list[tuple[str, int]]:
+def recall(*rows: tuple[str, str, int, int], question: str = Q) -> list[tuple[str, float]]:
     lessons = Lessons(Source(*rows), FakeEmbedder(), min_similarity=0.8)
     return [(t.text, t.score) for t in lessons.recall(question)]
 
 
 def test_each_user_counts_once_per_text_and_corrections_outvote_a_wrong_thumbs_up() -> None:
     wrong = "A day pass costs 14 euros."
-    # newest first: user 1 said 👍 three times, users 2 and 3 said 👎 and corrected it
-    assert recall((Q, wrong, 1, 1), (Q, wrong, 1, 1), (Q, wrong, 1, 1)) == [(wrong, 1)]
+    # newest first: user 1 said 👍 three times; one vote of a newcomer, who weighs 0.5
+    assert recall((Q, wrong, 1, 1), (Q, wrong, 1, 1), (Q, wrong, 1, 1)) == [(wrong, 0.5)]
+    # users 2 and 3 said 👎 and corrected it: they agree on the locker (2/3 each), user 1
+    # disagreed with both on the day pass (1/3)
     assert recall((Q, LOCKER, 2, 1), (Q, LOCKER, 3, 1), (Q, wrong, 2, -1), (Q, wrong, 3, -1),
-                  (Q, wrong, 1, 1)) == [(LOCKER, 2)]  # the wrong text nets -1: not taught
+                  (Q, wrong, 1, 1)) == [(LOCKER, 1.333)]  # the wrong text nets -1: not taught
     # a user's newest word counts: 👍 then changed to 👎
     assert recall((Q, wrong, 1, -1), (Q, wrong, 1, 1)) == []
 
 
+def test_a_rater_who_keeps_disagreeing_with_everyone_cannot_cancel_an_honest_thumbs_up() -> None:
+    """Two 👍 and two 👎 on the same answer: a tie by heads, which had meant "not taught". Users
+    7 and 8 have 👎-ed what everyone else found right three times before (user 8 once
+    agreed), users 1 and 2 have agreed with the others; so the 👍s carry it."""
+    others = [(f"Question {n}?", f"Answer {n}.", u, v) for n in range(3)
+              for u, v in ((3, 1), (4, 1), (7, -1), (8, -1))]
+    others += [("Question 3?", "Answer 3.", u, 1) for u in (3, 8)]
+    history = [(f"Question {n}?", f"Answer {n}.", u, 1) for n in range(4, 6) for u in (1, 2, 5)]
+    tie = [(Q, LOCKER, 1, 1), (Q, LOCKER, 2, 1), (Q, LOCKER, 7, -1), (Q, LOCKER, 8, -1)]
+    lessons = Lessons(Source(*tie, *others, *history), FakeEmbedder(), min_similarity=0.8)
+    assert [t.text for t in lessons.recall(Q)] == [LOCKER]
+    # (agreed + 1) / (compared + 2), the tie itself compared too: 0 of 4, 1 of 5, 2 of 3
+    assert (lessons.weight(7), lessons.weight(8), lessons.weight(1)) == (1 / 6, 2 / 7, 3 / 5)
+    assert lessons.weight(99) == 0.5  # never compared with anyone
+    # by heads alone (everyone a newcomer) it is a tie, and nothing is taught
+    assert recall(*tie) == []
+    # the same history the other way round: the 👍s came from the ones everyone disagrees with
+    flipped = [(q, t, u, -v) for q, t, u, v in tie]
+    assert Lessons(Source(*flipped, *others, *history), FakeEmbedder(),
+                   min_similarity=0.8).recall(Q) == []
+
+
 def test_only_questions_meaning_the_same_recall_a_lesson() -> None:
     assert recall((Q, LOCKER, 2, 1), question="What do I pay for storage space ?") \
-        == [(LOCKER, 1)]
+        == [(LOCKER, 0.5)]
     assert recall((Q, LOCKER, 2, 1), question="When does the building open?") == []
     off = Lessons(Source((Q, LOCKER, 2, 1)), FakeEmbedder(), min_similarity=0)
     assert off.recall(Q) == []

@@ -263,8 +263,8 @@ class ChatService:
             backing = next((e for e in evidence
                             if supported(lesson.text, [e.framed], given=lesson.question)), None)
             if backing is not None:
-                logger.info("Evidence taught by %d user(s) for %r (similarity %.2f)",
-                            lesson.score, lesson.question, lesson.similarity)
+                logger.info("Evidence taught for %r (net weighted votes %.2f, similarity %.2f)",
+                            lesson.question, lesson.score, lesson.similarity)
                 fitting = [backing] + [e for e in fitting if e is not backing]
                 break
         else:

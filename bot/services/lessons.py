@@ -17,6 +17,15 @@ back or an admin rejected are never recalled; `/forget` removes a user's teachin
 ratings. The worst a group of accounts can do is put another true sentence of the knowledge
 base first for one question, and honest 👎s and corrections outvote them.
 
+Not every vote weighs the same: a user's word counts `reliability` (between 0 and 1), how often
+their votes agreed with the other users who rated the same answer to the same question
+(Laplace-smoothed, so a newcomer counts 0.5). A rater who keeps pressing 👎 on answers everyone
+else finds right, or 👍 on ones everyone else corrects, counts less and less, and can no
+longer cancel an honest 👍 with their 👎: in `bench/learning_loop`, two such raters had netted
+the answer to "How many pages can I print for free each month?" (two 👍, two 👎) to nothing,
+and its paraphrase went back to "I don't know" on the fourth day. No account counts more than
+one vote, so a coordinated group gains nothing over today by agreeing with itself.
+
 `min_similarity` 0.8 was chosen on the learning benchmark's questions (bench/learning_loop):
 15 of its 24 hand-written paraphrases are that close to the question they rephrase, while the
 most similar *different* question of each is below it for all 24 (at most 0.79: "Which tram
@@ -48,7 +57,7 @@ class Taught:
     text: str
     question: str     # the question it was taught for (the closest, if several)
     similarity: float  # of that question to the one asked
-    score: int        # users vouching for it, minus users against it
+    score: float      # users vouching for it, minus users against it, each by `reliability`
 
 
 class Lessons:
@@ -63,6 +72,7 @@ class Lessons:
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
         self._teachings: list[tuple[str, str, int, int]] = []
+        self._weights: dict[int, float] = {}  # user -> reliability
         self._vectors: dict[str, Any] = {}  # question -> unit vector (numpy)
 
     def forget_cache(self) -> None:
@@ -74,10 +84,16 @@ class Lessons:
         with self._lock:
             if time.monotonic() - self._loaded_at >= self.refresh_s:
                 self._teachings = self.store.teachings()
+                self._weights = reliability(self._teachings)
                 self._loaded_at = time.monotonic()
                 asked = {q for q, *_ in self._teachings}
                 self._vectors = {q: v for q, v in self._vectors.items() if q in asked}
             return self._teachings
+
+    def weight(self, user: int) -> float:
+        """How much `user`'s word counts (see `reliability`)."""
+        with self._lock:
+            return self._weights.get(user, NEWCOMER)
 
     def _embed(self, texts: list[str]) -> Any:
         import numpy as np
@@ -113,7 +129,31 @@ class Lessons:
             votes.setdefault(key, {}).setdefault(user, vote)  # a user's newest word counts
             if key not in shown or close > shown[key].similarity:
                 shown[key] = Taught(text.strip(), taught_for, round(close, 3), 0)
-        ranked = sorted(((sum(users.values()), shown[key].similarity, key)
-                         for key, users in votes.items()), reverse=True)
-        return [Taught(shown[key].text, shown[key].question, close, score)
+        ranked = sorted(((sum(self.weight(u) * v for u, v in users.items()),
+                          shown[key].similarity, key) for key, users in votes.items()),
+                        reverse=True)
+        return [Taught(shown[key].text, shown[key].question, close, round(score, 3))
                 for score, close, key in ranked[:most] if score > 0]
+
+
+NEWCOMER = 0.5  # the weight of a user none of whose votes can be compared with anyone's yet
+
+
+def reliability(teachings: list[tuple[str, str, int, int]]) -> dict[int, float]:
+    """Each user's weight: (agreements + 1) / (comparisons + 2), where a comparison is one of
+    their votes on an answer text to a question (their newest) that other users voted on as
+    well, not evenly, and it agrees when it has the sign of those users' net vote. Users with
+    no comparison are left out (they weigh `NEWCOMER`)."""
+    votes: dict[tuple[str, str], dict[int, int]] = {}
+    for question, text, user, vote in teachings:  # newest first
+        votes.setdefault((question, same_text(text)), {}).setdefault(user, vote)
+    agreed: dict[int, int] = {}
+    compared: dict[int, int] = {}
+    for users in votes.values():
+        total = sum(users.values())
+        for user, vote in users.items():
+            others = total - vote
+            if others:
+                compared[user] = compared.get(user, 0) + 1
+                agreed[user] = agreed.get(user, 0) + ((others > 0) == (vote > 0))
+    return {user: (agreed[user] + 1) / (n + 2) for user, n in compared.items()}
