@@ -144,6 +144,16 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind(opening, "It opens at 7:00 on weekdays.")
     assert answers_kind("What time does it open on Sundays?", "It is closed on Sundays.")
     assert answers_kind("What time of year is the meeting?", "It is held in March.")
+    # "When in the year" wants a month or a season, not any number.
+    meeting = "When in the year do members hold their annual meeting?"
+    assert answers_kind(meeting, "The annual general meeting takes place every March.")
+    assert answers_kind(meeting, "It is held in the spring.")
+    assert not answers_kind(meeting, "Every member gets 3 free hours of meeting room time.")
+    # "when" inside a clause does not make a price question a time question
+    deposit = "How much deposit do I pay when I join?"
+    assert answers_kind(deposit, "New members pay a deposit of €100 when they join.")
+    assert not answers_kind(deposit, "The deposit is refunded within 14 days.")
+    assert answers_kind("And when does it open?", "It opens at 8:00.")
     # "How long" wants a duration or a span of hours, not the time something happens.
     demo = "How long does each member get at Demo Night?"
     assert not answers_kind(demo, "Demo Night is held on the last Friday of every month at 18:00.")

@@ -132,8 +132,12 @@ _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
                          r"for)|how expensive|pay)\b", re.I)
 _PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
-_ASKS_TIME = re.compile(r"\b(when|what time|which day|what day|how long|how many|how much time|"
-                        r"how often|how soon)\b", re.I)
+# "When" as the question's own word ("When does…", "…, and when…", "tell me when…"), not a
+# clause of it: "How much deposit do I pay when I join?" asks for a price.
+_WHEN = r"(?:^\W*|[,;:]\s*|\b(?:and|but|so|then|until|till|since|from|by|me|know|say|wonder|" \
+    r"wondering|asking)\s+)when"
+_ASKS_TIME = re.compile(_WHEN + r"\b|\b(what time|which day|what day|how long|how many|"
+                        r"how much time|how often|how soon)\b", re.I)
 # A clock time, not a day: "What time does it open on Mondays?" is not answered by "It opens
 # on Mondays"; "closed" is an answer.
 _ASKS_CLOCK = re.compile(r"\b(what|which|at what) time\b(?! of (the )?(year|day|month))|"
@@ -171,6 +175,12 @@ _SIZE = re.compile(r"\d\s*(?:m|cm|mm|km|metres?|meters?|centimet(?:re|er)s?|feet
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 _MONTH = re.compile(rf"\b({MONTHS})\b", re.I)
+# "When in the year…?", "At what time of year…?": a month or a season; a sentence about
+# "3 free hours per month" is no answer to when the annual meeting is.
+_ASKS_SEASON = re.compile(r"\bwhen in the year\b|\btime of (the )?year\b|\b(which|what) "
+                          r"season\b", re.I)
+_SEASON = re.compile(rf"\b({MONTHS}|spring|summer|autumn|fall|winter|christmas|easter|"
+                     r"new year)\b", re.I)
 # Asking for an e-mail address, not about e-mail ("How fast is an e-mail answered?").
 _ASKS_EMAIL = re.compile(r"\b(?:which|what)\b[^?.]*\be-?mail\b|\be-?mail (?:address|of)\b|"
                          r"\bto e-?mail\b", re.I)
@@ -224,6 +234,7 @@ _KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
     (_ASKS_AGE.search, _AGE),
     (_ASKS_YEAR.search, _YEAR),
     (_ASKS_MONTH.search, _MONTH),
+    (_ASKS_SEASON.search, _SEASON),
     (lambda q: _ASKS_PRICE.search(q) and not _ASKS_TIME.search(q), _PRICE),
     (_ASKS_COUNT.search, _COUNT),
     (_ASKS_NUMBER.search, _QUANTITY),
