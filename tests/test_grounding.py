@@ -149,6 +149,8 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind(meeting, "The annual general meeting takes place every March.")
     assert answers_kind(meeting, "It is held in the spring.")
     assert not answers_kind(meeting, "Every member gets 3 free hours of meeting room time.")
+    assert not answers_kind(meeting, "Members may bring up to 2 guests per day.")  # no month
+    assert not answers_kind("In which month is the fair?", "Members may bring guests.")
     # "when" inside a clause does not make a price question a time question
     deposit = "How much deposit do I pay when I join?"
     assert answers_kind(deposit, "New members pay a deposit of €100 when they join.")

@@ -174,13 +174,15 @@ _SIZE = re.compile(r"\d\s*(?:m|cm|mm|km|metres?|meters?|centimet(?:re|er)s?|feet
                    r"inch(?:es)?|kg|kilos?|kilograms?|tonnes?|tons?|lbs?|pounds?|square)\b", re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
-_MONTH = re.compile(rf"\b({MONTHS})\b", re.I)
+# A month's name, "May" only with its capital: "Members may bring guests" names no month.
+_MONTH_WORD = "(?i:" + MONTHS.replace("may|", "") + ")|May"
+_MONTH = re.compile(rf"\b({_MONTH_WORD})\b")
 # "When in the year…?", "At what time of year…?": a month or a season; a sentence about
 # "3 free hours per month" is no answer to when the annual meeting is.
 _ASKS_SEASON = re.compile(r"\bwhen in the year\b|\btime of (the )?year\b|\b(which|what) "
                           r"season\b", re.I)
-_SEASON = re.compile(rf"\b({MONTHS}|spring|summer|autumn|fall|winter|christmas|easter|"
-                     r"new year)\b", re.I)
+_SEASON = re.compile(rf"\b({_MONTH_WORD}|(?i:spring|summer|autumn|fall|winter|christmas|"
+                     r"easter|new year))\b")
 # Asking for an e-mail address, not about e-mail ("How fast is an e-mail answered?").
 _ASKS_EMAIL = re.compile(r"\b(?:which|what)\b[^?.]*\be-?mail\b|\be-?mail (?:address|of)\b|"
                          r"\bto e-?mail\b", re.I)
