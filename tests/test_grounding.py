@@ -155,6 +155,8 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     deposit = "How much deposit do I pay when I join?"
     assert answers_kind(deposit, "New members pay a deposit of €100 when they join.")
     assert not answers_kind(deposit, "The deposit is refunded within 14 days.")
+    assert not answers_kind("How big is the deposit?", "The deposit is refunded within 14 days.")
+    assert answers_kind("How big is the deposit?", "New members pay a deposit of €100.")
     assert answers_kind("And when does it open?", "It opens at 8:00.")
     # "How long" wants a duration or a span of hours, not the time something happens.
     demo = "How long does each member get at Demo Night?"

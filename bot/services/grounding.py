@@ -129,8 +129,9 @@ _ASKS_COUNT = re.compile(r"\bhow (many|much|long|big|large|fast|old)\b|\bnumber\
 _COUNT = re.compile(r"(?<![€$£\w.,-])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b("
                     + "|".join(NUMBER_WORDS) + r"|free|a few|several|dozen)\b", re.I)
 _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
+# A deposit is an amount of money: "How big is the deposit?" is not answered by "14 days".
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
-                         r"for)|how expensive|pay)\b", re.I)
+                         r"for)|how expensive|pay|deposit|deposits)\b", re.I)
 _PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
 # "When" as the question's own word ("When does…", "…, and when…", "tell me when…"), not a
 # clause of it: "How much deposit do I pay when I join?" asks for a price.
