@@ -24,7 +24,9 @@ else finds right, or 👍 on ones everyone else corrects, counts less and less, 
 longer cancel an honest 👍 with their 👎: in `bench/learning_loop`, two such raters had netted
 the answer to "How many pages can I print for free each month?" (two 👍, two 👎) to nothing,
 and its paraphrase went back to "I don't know" on the fourth day. No account counts more than
-one vote, so a coordinated group gains nothing over today by agreeing with itself.
+one vote, as before. A group of accounts that outvotes the honest raters of many answers lowers
+their weight, but only by holding the majority on those answers, which already let it decide
+them; and what any vote can move is still only which true sentence comes first.
 
 `min_similarity` 0.8 was chosen on the learning benchmark's questions (bench/learning_loop):
 15 of its 24 hand-written paraphrases are that close to the question they rephrase, while the
