@@ -91,7 +91,8 @@ def _load_for_training(base_path: Path, start_from: Path | None, cfg: TuneConfig
     dtype = torch.bfloat16 if bf16_base(cfg) else torch.float32
     if start_from is not None:
         previous = PeftConfig.from_pretrained(str(start_from))
-        same_method = (previous.peft_type.value == "LORA") == (cfg.method == "lora")
+        # A `PeftType` (a str enum) before peft 0.22, a plain str or None from 0.22 on.
+        same_method = (previous.peft_type == "LORA") == (cfg.method == "lora")
         if same_method:
             logger.info("Continuing from adapter %s", start_from.name)
             return load_model(base_path, start_from, dtype=dtype, trainable=True), tokenizer
