@@ -82,7 +82,8 @@ class Lessons:
         with self._lock:
             self._loaded_at = float("-inf")
 
-    def _current(self) -> list[tuple[str, str, int, int]]:
+    def _current(self) -> tuple[list[tuple[str, str, int, int]], dict[int, float]]:
+        """The teachings and the users' weights, read together (another thread may refresh)."""
         with self._lock:
             if time.monotonic() - self._loaded_at >= self.refresh_s:
                 self._teachings = self.store.teachings()
@@ -90,7 +91,7 @@ class Lessons:
                 self._loaded_at = time.monotonic()
                 asked = {q for q, *_ in self._teachings}
                 self._vectors = {q: v for q, v in self._vectors.items() if q in asked}
-            return self._teachings
+            return self._teachings, self._weights
 
     def weight(self, user: int) -> float:
         """How much `user`'s word counts (see `reliability`)."""
@@ -115,7 +116,7 @@ class Lessons:
         most vouched-for first; empty when none is vouched for by more users than against."""
         if self.min_similarity <= 0:
             return []
-        teachings = self._current()
+        teachings, weights = self._current()
         if not teachings:
             return []
         asked = list(dict.fromkeys(q for q, *_ in teachings))
@@ -131,7 +132,7 @@ class Lessons:
             votes.setdefault(key, {}).setdefault(user, vote)  # a user's newest word counts
             if key not in shown or close > shown[key].similarity:
                 shown[key] = Taught(text.strip(), taught_for, round(close, 3), 0)
-        ranked = sorted(((sum(self.weight(u) * v for u, v in users.items()),
+        ranked = sorted(((sum(weights.get(u, NEWCOMER) * v for u, v in users.items()),
                           shown[key].similarity, key) for key, users in votes.items()),
                         reverse=True)
         return [Taught(shown[key].text, shown[key].question, close, round(score, 3))
