@@ -173,6 +173,19 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert answers_kind("How old is the building?", "It was built in 1911.")
 
 
+def test_the_size_of_an_attachment_wants_an_amount_of_data() -> None:
+    team = "The Team plan costs €7 per person per month and needs at least 3 people."
+    assert not answers_kind("How large can an attachment be on the Team plan?", team)
+    plus = "Attachments on Plus may be up to 200 MB each, and each Plus account gets 50 GB."
+    assert answers_kind("How large can an attachment be on Plus?", plus)
+    assert answers_kind("What is the biggest attachment Plus allows?", plus)
+    assert answers_kind("How much storage does Plus get?", plus)
+    assert not answers_kind("What is the maximum upload size?", "Uploads are checked for viruses.")
+    # a count of files, and the price of storage, are not amounts of data
+    assert answers_kind("How many files can I upload at most?", "Up to 100 files at a time.")
+    assert answers_kind("How much does extra storage cost?", "Extra storage costs €2 a month.")
+
+
 def test_run_on_text_after_the_answer_is_cut() -> None:
     assert trim_run_on("A colour page costs €0.25.\nQuestion 2: What about") == \
         "A colour page costs €0.25."

@@ -173,6 +173,16 @@ _ASKS_SIZE = re.compile(r"\b(height|width|length|depth|weight|how (tall|wide|hea
                         re.I)
 _SIZE = re.compile(r"\d\s*(?:m|cm|mm|km|metres?|meters?|centimet(?:re|er)s?|feet|foot|ft|"
                    r"inch(?:es)?|kg|kilos?|kilograms?|tonnes?|tons?|lbs?|pounds?|square)\b", re.I)
+# "How large can an attachment be?", "the maximum upload size": an amount of data, which a
+# sentence about the plan's price and number of seats ("€7 per person, at least 3 people")
+# does not give.
+_DATA_THING = r"\b(attachments?|files?|uploads?|storage|disk|quota|mailbox)\b"
+_DATA_SIZE = r"\b(how (big|large)|size|biggest|largest|max|maximum|limit)\b"
+_ASKS_DATA = re.compile(rf"{_DATA_SIZE}(?=.*{_DATA_THING})|{_DATA_THING}(?=.*{_DATA_SIZE})|"
+                        r"\bhow much (storage|disk|space|data)\b", re.I)
+_ASKS_COUNT_OF = re.compile(r"\bhow many\b", re.I)
+_DATA = re.compile(r"\d\s*(?:[kmgt]i?b|bytes?|kilobytes?|megabytes?|gigabytes?|terabytes?)\b",
+                   re.I)
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 # A month's name, "May" only with its capital: "Members may bring guests" names no month.
@@ -231,6 +241,8 @@ _KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
     (_ASKS_SPEED.search, _SPEED),
     (_ASKS_HOW_FAST.search, re.compile(f"{_SPEED.pattern}|{_DURATION.pattern}|\\bwithin\\b",
                                        re.I)),
+    (lambda q: _ASKS_DATA.search(q) and not _ASKS_PRICE.search(q)
+     and not _ASKS_COUNT_OF.search(q), _DATA),
     (_ASKS_SIZE.search, _SIZE),
     (_ASKS_CLOCK.search, _CLOCK),
     (_ASKS_DURATION.search, _DURATION),
@@ -292,6 +304,8 @@ def answers_kind(question: str, sentence: str) -> bool:
         return any(normalise(n) not in asked for n in named) or does_it(question, sentence)
     wanted = next((kind for asks, kind in _KINDS if asks(question)), None)
     return wanted is None or wanted.search(sentence) is not None
+
+
 
 
 _DAY_WORD = "(" + "|".join(WEEKDAYS) + ")s?"
