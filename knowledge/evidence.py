@@ -304,6 +304,12 @@ def word_forms(word: str, language: str = "en") -> list[str]:
     return forms
 
 
+# Words that ask for a category of things ("Which payment methods…?", "What kinds of rooms…?")
+# rather than name one: an answer lists the things, and seldom says "methods".
+_CATEGORY = frozenset("method methods way ways option options kind kinds type types sort sorts"
+                      .split())
+
+
 class Coverage:
     """Does the knowledge base speak of everything a question names?
 
@@ -379,8 +385,8 @@ class Coverage:
         roots = self._roots(vocabulary)
         named = names_inside(question)
         candidates = [w for w in _WORD.findall(question.lower())
-                      if w not in STOPWORDS and len(w) > 2 and not w.isdigit()
-                      and w not in vocabulary and stem(w) not in vocabulary
+                      if w not in STOPWORDS and w not in _CATEGORY and len(w) > 2
+                      and not w.isdigit() and w not in vocabulary and stem(w) not in vocabulary
                       and root(w) not in roots]
         try:
             novel = [w for w in candidates if w in named

@@ -259,6 +259,9 @@ def test_an_inflected_everyday_word_is_not_a_term_the_knowledge_base_lacks() -> 
     assert coverage.uncovered("What happens if my payment is late?", vocabulary) == []
     assert coverage.uncovered("Is there a sauna next to the saunas?", vocabulary) == [
         "sauna", "saunas"]
+    # "methods" asks for a category of things; the answer names them, not the category
+    assert coverage.uncovered("Which payment methods are late?", vocabulary) == []
+    assert coverage.uncovered("Which kinds of sauna are there?", vocabulary) == ["sauna"]
 
 
 def test_a_question_about_one_day_is_not_answered_by_a_sentence_about_other_days() -> None:

@@ -74,6 +74,15 @@ def test_a_count_must_count_the_thing_asked_after() -> None:
     assert bikes is not None and names_thing(bikes, "It has space for 30 bikes.", related)
 
 
+def test_a_team_is_named_by_what_it_does() -> None:
+    team = asked_thing("Who leads the support team?")
+    assert team is not None and team.words == ("support", "team")
+    assert names_thing(team, "The head of support is Dario Venn.", related)
+    assert not names_thing(team, "The head of sales is Ida Holm.", related)
+    room = asked_thing("Who cleans the meeting room?")  # a room is no group: its name is not
+    assert room is not None and not names_thing(room, "Meeting notes are kept by Ida.", related)
+
+
 def test_a_place_that_holds_guests_is_answered_by_the_people_it_holds() -> None:
     guests = asked_thing("How many guests does the Atrium hold?")
     assert guests is not None and guests.capacity

@@ -66,6 +66,9 @@ _FORMS = [
 # The people a place holds: "how many guests does the hall hold" is answered by "60 people".
 _PEOPLE = frozenset({"people", "persons", "person", "guests", "visitors", "attendees",
                      "participants", "seats"})
+# Groups named by what they do: "the support team" is "support" ("The head of support is…").
+_GROUP = frozenset({"team", "teams", "staff", "department", "departments", "crew", "crews",
+                    "desk"})
 _CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capacity|room for)\b",
                        re.I)
 _ROOM_FOR = re.compile(r"^(?:(?!\band\b)[\w-]+ ){0,7}?(?:room|space|places?|seats?) for (?:up to )?\d")
@@ -150,6 +153,10 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
         return False
     if not thing.counted:
         if is_word(thing.words[-1], content):
+            return True
+        # "the support team" is spoken of as "support": a group is named by what it does
+        if thing.words[-1] in _GROUP and len(thing.words) > 1 and all(
+                is_word(w, content) for w in thing.words[:-1]):
             return True
         if not thing.kind or not question:
             return False
