@@ -7,6 +7,7 @@ from bot.services.grounding import (
     check_answer,
     claims,
     days,
+    gives_address,
     same_days,
     says_dont_know,
     trim_run_on,
@@ -171,6 +172,27 @@ def test_question_kinds_select_evidence_that_can_answer_them() -> None:
     assert not answers_kind(cat, "The space has 140 desks. Its mascot is a cat called Pilot.")
     assert answers_kind(cat, "Pilot is three years old.")
     assert answers_kind("How old is the building?", "It was built in 1911.")
+
+
+def test_an_address_question_wants_a_street_address() -> None:
+    street = "What is the street address of the coworking space?"
+    assert not answers_kind(street, "The coworking space has 140 desks in total.")
+    assert answers_kind(street, "The building is at 14 Tannery Row, Veldmoor.")
+    assert gives_address(street, "The building is at 14 Tannery Row, Veldmoor.")
+    assert gives_address("Which street and number is it at?", "We are at Keizersgracht 12.")
+    assert not gives_address("Which street and number is it at?", "It has 12 parking spaces.")
+    assert not gives_address("Where is it?", "The building is at 14 Tannery Row.")  # no address
+    assert not answers_kind("What is the address of the head office?", "Room 12 is upstairs.")
+    # an e-mail address is another kind of address
+    assert answers_kind("What is the e-mail address of support?", "Write to help@x.example.")
+    assert not gives_address("What is the e-mail address?", "The office is at 3 Quay Street.")
+
+
+def test_paying_in_cash_asks_how_to_pay_not_a_price() -> None:
+    cards = "On board only cards are accepted: the ferries have not taken cash since 2022."
+    assert answers_kind("Can I pay in cash on board?", cards)
+    assert answers_kind("Can I pay by card?", cards)
+    assert not answers_kind("What do I pay for a bike?", "Bikes go on the car deck.")
 
 
 def test_the_size_of_an_attachment_wants_an_amount_of_data() -> None:

@@ -19,6 +19,7 @@ from bot.services.grounding import (
     check_answer,
     claims,
     days,
+    gives_address,
     normalise,
     same_days,
     supported,
@@ -254,8 +255,9 @@ class ChatService:
         thing = asked_thing(question)
         fitting = [e for e in evidence if answers_kind(question, e.text)
                    and same_days(question, e.text) and not names_another(question, e.text, e.framed)
-                   and (thing is None or names_thing(thing, e.framed, self.retriever.related,
-                                                     question=question))]
+                   and (thing is None or gives_address(question, e.text)
+                        or names_thing(thing, e.framed, self.retriever.related,
+                                       question=question))]
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
             dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - 0.1]
             fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]

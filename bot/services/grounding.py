@@ -130,8 +130,10 @@ _COUNT = re.compile(r"(?<![€$£\w.,-])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b(
                     + "|".join(NUMBER_WORDS) + r"|free|a few|several|dozen)\b", re.I)
 _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
 # A deposit is an amount of money: "How big is the deposit?" is not answered by "14 days".
+# Paying "in cash" or "by card" is a way to pay, not a price: "On board only cards are accepted".
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
-                         r"for)|how expensive|pay|deposit|deposits)\b", re.I)
+                         r"for)|how expensive|pay(?!\s+(?:in|by|with|using|via)\b)|deposit|"
+                         r"deposits)\b", re.I)
 _PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
 # "When" as the question's own word ("When does…", "…, and when…", "tell me when…"), not a
 # clause of it: "How much deposit do I pay when I join?" asks for a price.
@@ -183,6 +185,15 @@ _ASKS_DATA = re.compile(rf"{_DATA_SIZE}(?=.*{_DATA_THING})|{_DATA_THING}(?=.*{_D
 _ASKS_COUNT_OF = re.compile(r"\bhow many\b", re.I)
 _DATA = re.compile(r"\d\s*(?:[kmgt]i?b|bytes?|kilobytes?|megabytes?|gigabytes?|terabytes?)\b",
                    re.I)
+# "What is the street address?", "Which street and number…?": a street address, which "The
+# coworking space has 140 desks" is not; an e-mail or web address is another kind.
+_ASKS_ADDRESS = re.compile(r"\b(?<!e-mail )(?<!email )(?<!web )(?<!ip )(address|street|"
+                           r"postcode|post code|zip code)\b", re.I)
+_STREET = (r"(?i:street|st|road|rd|row|lane|ln|avenue|ave|square|sq|place|pl|way|quay|drive|"
+           r"dr|court|ct|terrace|hill|gardens?|walk|close|crescent|boulevard|blvd|parade|"
+           r"wharf|embankment|strasse|straße|gasse|weg|platz|straat|gracht|plein|rue)")
+_ADDRESS = re.compile(rf"\b\d+[a-z]?,?\s+(?:[A-Z][\w'-]*\s+){{0,3}}{_STREET}\b|"
+                      rf"\b(?:[A-Z][\w'-]*\s+){{0,3}}[A-Z]?[\w'-]*{_STREET}\s+\d+[a-z]?\b")
 _ASKS_YEAR = re.compile(r"\b(which|what) year\b|\bsince when\b", re.I)
 _ASKS_MONTH = re.compile(r"\b(which|what) month\b", re.I)
 # A month's name, "May" only with its capital: "Members may bring guests" names no month.
@@ -238,6 +249,7 @@ def names(text: str, mid_sentence: bool = False) -> list[tuple[str, ...]]:
 # The kinds of fact a question may ask for, most specific first: the first it asks for is the
 # one its evidence must hold ("how much time" asks for a time, not a price).
 _KINDS: list[tuple[Callable[[str], object], re.Pattern[str]]] = [
+    (_ASKS_ADDRESS.search, _ADDRESS),
     (_ASKS_SPEED.search, _SPEED),
     (_ASKS_HOW_FAST.search, re.compile(f"{_SPEED.pattern}|{_DURATION.pattern}|\\bwithin\\b",
                                        re.I)),
@@ -291,6 +303,13 @@ def does_it(question: str, sentence: str) -> bool:
         if "by" in tokens[i + 1:i + 6]:
             return True
     return False
+
+
+def gives_address(question: str, sentence: str) -> bool:
+    """Whether the question asks for a street address and `sentence` gives one: "The building
+    is at 14 Tannery Row" answers "What is the street address of the coworking space?",
+    though it does not say "coworking space"."""
+    return bool(_ASKS_ADDRESS.search(question) and _ADDRESS.search(sentence))
 
 
 def answers_kind(question: str, sentence: str) -> bool:
