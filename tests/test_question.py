@@ -74,6 +74,21 @@ def test_a_count_must_count_the_thing_asked_after() -> None:
     assert bikes is not None and names_thing(bikes, "It has space for 30 bikes.", related)
 
 
+def test_either_thing_of_an_or_may_be_spoken_of() -> None:
+    drink = asked_thing("How much is a cappuccino or other espresso drink?")
+    assert drink is not None and drink.alternative == "drink"
+    assert names_thing(drink, "Espresso drinks from the café cost €2.50 each.", related)
+    assert not names_thing(drink, "A day pass costs €14.", related)
+    cappuccino = asked_thing("How much is a cappuccino?")
+    assert cappuccino is not None and not names_thing(
+        cappuccino, "Espresso drinks from the café cost €2.50 each.", related)
+    # the verb after the phrase is not the other thing
+    tea = asked_thing("How much does a tea or coffee cost?")
+    assert tea is not None and tea.alternative == "coffee"
+    desks = asked_thing("How many desks or offices are there?")
+    assert desks is not None and names_thing(desks, "There are 20 offices.", related)
+
+
 def test_a_team_is_named_by_what_it_does() -> None:
     team = asked_thing("Who leads the support team?")
     assert team is not None and team.words == ("support", "team")

@@ -13,6 +13,7 @@ strings in: how close two words are is the caller's (the embedding model's) judg
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ does do is are can could should may might will would did have has for there of i
 with per each every a an the if that who which
 today now currently nowadays still usually normally actually exactly
 """.split())
+# Verbs that end a question's phrase ("does a tea or coffee cost"): not the thing itself.
+_VERBS_AFTER = frozenset("cost costs charge take takes last lasts open opens close closes start "
+                         "starts end ends leave leaves arrive arrives mean means work works".split())
 _PARTICIPLES = frozenset("held found kept run made built done given open closed shown sold".split())
 _THING = r"(?P<t>[\w'’ -]+)"
 # "Which bank does it use?", "Which formats can I export to?": the kind of thing that answers.
@@ -88,6 +92,7 @@ class Thing:
     # "Which city…", "which formats…": the kind of thing that answers, which a sentence may
     # name by an instance ("in Frankfurt", "as PDF or as HTML") instead of the word itself.
     kind: bool = False
+    alternative: str = ""  # "a cappuccino or other espresso drink": the drink
 
 
 _EST_NOUNS = frozenset("guest interest contest request forest harvest protest conquest inquest "
@@ -116,12 +121,22 @@ def asked_thing(question: str) -> Thing | None:
         if re.match(r"\s*to\b", phrase):  # "do I have to pay": no thing
             continue
         words: list[str] = []
-        for word in _WORD.findall(phrase):
+        tokens = _WORD.findall(phrase)
+        end = len(tokens)
+        for i, word in enumerate(tokens):
             if word in _STOP:
                 if words:
+                    end = i
                     break
                 continue
             words.append(word)
+        # "a cappuccino or other espresso drink": either may be what a sentence speaks of
+        rest, alternative = tokens[end:], ""
+        if rest[:1] == ["or"]:
+            after = itertools.dropwhile(lambda w: w in _STOP or w == "other", rest[1:])
+            named = [w for w in itertools.takewhile(lambda w: w not in _STOP, after)
+                     if w not in _VERBS_AFTER]
+            alternative = named[-1] if named else ""
         words = [w for w in words if w not in _KIND_WORDS and not w.isdigit() and len(w) > 1]
         # "What day is the market held?", "Where is the printer located?": the market, the
         # printer; "Which room is the biggest?" names no thing.
@@ -129,7 +144,8 @@ def asked_thing(question: str) -> Thing | None:
             words.pop()
         if words:
             return Thing(tuple(words), owner, counted=form is _FORMS[0],
-                         capacity=bool(_CAPACITY.search(text)), kind=form is _WHICH_KIND)
+                         capacity=bool(_CAPACITY.search(text)), kind=form is _WHICH_KIND,
+                         alternative=alternative)
     return None
 
 
@@ -152,7 +168,8 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     if thing.owner and not is_word(thing.owner, content):
         return False
     if not thing.counted:
-        if is_word(thing.words[-1], content):
+        if is_word(thing.words[-1], content) or (
+                thing.alternative and is_word(thing.alternative, content)):
             return True
         # "the support team" is spoken of as "support": a group is named by what it does
         if thing.words[-1] in _GROUP and len(thing.words) > 1 and all(
@@ -171,7 +188,7 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     counted = [w for i, w in enumerate(tokens) if w not in STOPWORDS
                and (any(_NUMBER.match(t) for t in tokens[max(0, i - 3):i])
                     or _ROOM_FOR.search(" ".join(tokens[i + 1:i + 10])))]
-    return any(is_word(w, counted) for w in thing.words)
+    return any(is_word(w, counted) for w in (*thing.words, thing.alternative) if w)
 
 
 def names_another(question: str, sentence: str, framed: str = "") -> bool:
