@@ -181,6 +181,16 @@ def test_a_sentence_naming_another_thing_than_the_question_is_about_something_el
     assert names_another(question, sentence) is another
 
 
+def test_the_one_name_a_who_question_lacks_is_its_answer() -> None:
+    who = "Who manages the community at Brightwater?"
+    sentence = "The community manager is Tomasz Okafor."
+    assert names_another(who, sentence)  # as any question would see it
+    assert not names_another(who, sentence, asks_name=True)
+    # a second name the question lacks is another thing: the captain of another ship
+    assert names_another("Who is the captain of the Puffin?",
+                         "The captain of the MV Tern is Jo Hale.", asks_name=True)
+
+
 def test_a_sentences_title_and_section_may_name_the_thing_but_name_nothing_else() -> None:
     saturday = "When does the first boat leave Port Aldery on a Saturday?"
     text = "On Saturdays and Sundays the first ferry leaves at 08:00."

@@ -16,6 +16,7 @@ from bot.prompting import MAX_PROMPT_TOKENS, ChatMessages, build_messages
 from bot.services import UserError
 from bot.services.grounding import (
     answers_kind,
+    asks_name,
     check_answer,
     claims,
     days,
@@ -252,9 +253,10 @@ class ChatService:
         score and whatever words of the question the knowledge base never uses ("allowance"
         for a sentence saying "pages for free each month"): users said it answers this."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
-        thing = asked_thing(question)
+        thing, who = asked_thing(question), asks_name(question)
         fitting = [e for e in evidence if answers_kind(question, e.text)
-                   and same_days(question, e.text) and not names_another(question, e.text, e.framed)
+                   and same_days(question, e.text)
+                   and not names_another(question, e.text, e.framed, asks_name=who)
                    and (thing is None or gives_address(question, e.text)
                         or names_thing(thing, e.framed, self.retriever.related,
                                        question=question))]

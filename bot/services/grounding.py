@@ -305,6 +305,11 @@ def does_it(question: str, sentence: str) -> bool:
     return False
 
 
+def asks_name(question: str) -> bool:
+    """Whether the question asks who, or for the name of something."""
+    return bool(_ASKS_NAME.search(question))
+
+
 def gives_address(question: str, sentence: str) -> bool:
     """Whether the question asks for a street address and `sentence` gives one: "The building
     is at 14 Tannery Row" answers "What is the street address of the coworking space?",

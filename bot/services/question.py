@@ -191,17 +191,21 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     return any(is_word(w, counted) for w in (*thing.words, thing.alternative) if w)
 
 
-def names_another(question: str, sentence: str, framed: str = "") -> bool:
+def names_another(question: str, sentence: str, framed: str = "",
+                  asks_name: bool = False) -> bool:
     """Whether `sentence` speaks of another named thing than `question` does: the question
     names something the sentence (`framed` by its title and section, if given) does not ("How
     many cars fit on the Puffin?"), and the sentence itself names something the question does
     not ("The MV Tern takes 40 cars"; a section called "Departures" names nothing). A sentence
     that names nothing may still answer ("It employs 62 people" for "…work at Saltmarsh
-    Ferries?")."""
+    Ferries?"). When the question `asks_name` ("Who manages the community at Brightwater?"),
+    one name the question lacks is the answer ("The community manager is Tomasz Okafor"); a
+    second is another thing ("The captain of the MV Tern is Jo Hale" for the Puffin's)."""
     def words(text: str) -> set[str]:
         return {stem(w) for w in _WORD.findall(text.lower())}
 
     said, asked = words(framed or sentence), words(question)
     if all(words(" ".join(n)) <= said for n in names(question)):
         return False
-    return any(not words(" ".join(n)) <= asked for n in names(sentence))
+    unasked = [n for n in names(sentence) if not words(" ".join(n)) <= asked]
+    return len(unasked) > (1 if asks_name else 0)
