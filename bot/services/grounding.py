@@ -330,8 +330,6 @@ def answers_kind(question: str, sentence: str) -> bool:
     return wanted is None or wanted.search(sentence) is not None
 
 
-
-
 _DAY_WORD = "(" + "|".join(WEEKDAYS) + ")s?"
 _DAY_RANGE = re.compile(rf"\b{_DAY_WORD}\s*(?:to|until|till|through|-|–)\s*{_DAY_WORD}\b", re.I)
 _DAY = re.compile(rf"\b{_DAY_WORD}\b|\b(weekdays?|weekends?|daily|every day|(?:7|seven) days "
