@@ -60,8 +60,16 @@ class Evidence:
                 "chunk_id": self.chunk_id, "score": round(self.score, 4)}
 
 
+# Plurals no suffix rule finds: "And for a child?" meets "Children from 4 to 15 pay half".
+_IRREGULAR = {"children": "child", "men": "man", "women": "woman", "feet": "foot",
+              "teeth": "tooth", "mice": "mouse", "geese": "goose"}
+
+
 def stem(word: str) -> str:
-    """A crude English stem: "rooms" meets "room", "facilities" meets "facility"."""
+    """A crude English stem: "rooms" meets "room", "facilities" meets "facility", "children"
+    meets "child"."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):

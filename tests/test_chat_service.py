@@ -328,3 +328,27 @@ def test_a_name_the_knowledge_base_lacks_is_not_forgiven_as_a_rephrasing() -> No
     best = Evidence("The Plus plan costs €4 per month.", "Plans", "c1", 0.8)
     assert ChatService.rephrases("What does the premium plan cost?", ["premium"], best)
     assert not ChatService.rephrases("What does the Enterprise plan cost?", ["enterprise"], best)
+
+
+def test_a_follow_up_is_not_answered_again_with_the_sentence_already_given(
+        services: Services, fake_model: FakeChatModel) -> None:
+    add_doc(services, "Wi-Fi", "Free Wi-Fi is available on the MV Tern only. The network is "
+                               "called Saltmarsh-Free and needs no password.")
+    services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False,
+                                   min_support=0.1)
+    first = services.chat.answer(1, ALICE, "Is there Wi-Fi on the Tern?")
+    assert first.grounding == "extractive" and first.text.startswith("Free Wi-Fi")
+    # The previous question makes the Wi-Fi sentence the nearest, but it was said already
+    # and speaks of nothing the follow-up asks about ("name").
+    reply = services.chat.answer(1, ALICE, "What's its name?")
+    assert reply.evidence[0].text.startswith("The network is called Saltmarsh-Free")
+    # Asked again about something that sentence does speak of, it stays first.
+    services.chat.answer(2, ALICE, "Is there Wi-Fi on the Tern?")
+    reply = services.chat.answer(2, ALICE, "Is that Wi-Fi free for everyone?")
+    assert reply.evidence[0].text.startswith("Free Wi-Fi")
+
+
+def test_irregular_plurals_meet_their_singular() -> None:
+    from knowledge.evidence import content_words
+    assert "child" in content_words("Children under 4 travel free.")
+    assert content_words("Women and men") == {"woman", "man"}

@@ -62,6 +62,10 @@ class ChatLimits:
     min_score: float = 0.2  # cosine similarity below which a chunk is noise (sentences are
     # judged again, by `min_support`)
     min_support: float = 0.3  # best evidence score below which the answer is "I don't know"
+    # How close (cosine of word embeddings) a follow-up's word and a sentence's must be for the
+    # sentence already given to still speak of it: "upstairs" and "upper" 0.60, "buy" and
+    # "bought" 0.82; "network" and "Wi-Fi" 0.39, "child" and "ticket" 0.40 are not.
+    follow_up_related: float = 0.5
     abstain_on_unknown_terms: bool = True  # "sauna": a specific word the KB never mentions
     verify_answers: bool = True  # replace answers whose facts the evidence lacks
     max_message_chars: int = 4000
@@ -204,7 +208,10 @@ class ChatService:
         """The relevant chunks among the nearest `among` (with what users taught), and the
         evidence chosen from them; no evidence: the knowledge base does not answer."""
         taught, hits = self.taught(question, context, self.retrieve(question, history, among))
-        evidence = self.choose_evidence(question, hits, context, language, taught) if hits else []
+        said = next((t.text for t in reversed(history) if t.role == "assistant"), "") \
+            if context else ""
+        evidence = self.choose_evidence(question, hits, context, language, taught,
+                                        said=said) if hits else []
         return hits, evidence
 
     def _fit(self, history: list[Turn], question: str,
@@ -241,7 +248,8 @@ class ChatService:
         return taught, hits
 
     def choose_evidence(self, question: str, hits: list[Hit], context: str,
-                        language: str | None, taught: Sequence[Taught] = ()) -> list[Evidence]:
+                        language: str | None, taught: Sequence[Taught] = (),
+                        said: str = "") -> list[Evidence]:
         """The evidence to answer from, best first; empty when the knowledge base does not
         answer the question: no sentence fits well enough, none holds the kind of fact asked
         for (a number, a name, an e-mail) about the thing asked after ("how many windows"),
@@ -251,7 +259,12 @@ class ChatService:
 
         A sentence that backs what users `taught` for this question comes first, whatever its
         score and whatever words of the question the knowledge base never uses ("allowance"
-        for a sentence saying "pages for free each month"): users said it answers this."""
+        for a sentence saying "pages for free each month"): users said it answers this.
+
+        A follow-up asks something new: a sentence the previous answer (`said`) already gave
+        comes after the other fitting ones when it speaks of none of the follow-up's words
+        ("What is the network called?" after "Free Wi-Fi is available on the MV Tern only"),
+        and stays first when it does ("And the soup?" after the coffee-and-soup prices)."""
         evidence = self.retriever.evidence(question, hits, 1000, context)  # all, best first
         thing, who = asked_thing(question), asks_name(question)
         fitting = [e for e in evidence if answers_kind(question, e.text)
@@ -263,6 +276,8 @@ class ChatService:
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
             dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - 0.1]
             fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]
+        if said:
+            fitting = self._not_again(question, fitting, said)
         for lesson in taught:
             backing = next((e for e in evidence
                             if supported(lesson.text, [e.framed], given=lesson.question)), None)
@@ -281,6 +296,28 @@ class ChatService:
                     fitting[0]):
                 return []
         return (fitting + [e for e in evidence if e not in fitting])[: self.limits.evidence_k]
+
+    def _not_again(self, question: str, fitting: list[Evidence], said: str) -> list[Evidence]:
+        """`fitting` with the sentences already `said` that speak of none of the question's
+        words (the same word or a close one) moved after the others, when another one fits
+        well enough to answer."""
+        def spoken(text: str) -> list[str]:  # as written: "upstairs", not the stem "upstair"
+            return sorted({w.lower() for w in _WORD.findall(text)
+                           if stem(w.lower()) in content_words(w)})
+
+        asked = spoken(question)
+
+        def about(e: Evidence) -> bool:
+            words = spoken(e.framed)
+            return bool({root(w) for w in asked} & {root(w) for w in words}) or any(
+                self.retriever.related(w, words) >= self.limits.follow_up_related
+                for w in asked)
+
+        again = [e for e in fitting if e.text in said and not about(e)]
+        rest = [e for e in fitting if e not in again]
+        if again and rest and rest[0].score >= self.limits.min_support:
+            return rest + again
+        return fitting
 
     @staticmethod
     def rephrases(question: str, unknown: list[str], best: Evidence) -> bool:
