@@ -352,3 +352,13 @@ def test_irregular_plurals_meet_their_singular() -> None:
     from knowledge.evidence import content_words
     assert "child" in content_words("Children under 4 travel free.")
     assert content_words("Women and men") == {"woman", "man"}
+
+
+def test_what_a_thing_is_for_is_not_forgiven_as_a_rephrasing() -> None:
+    best = Evidence("Quillnote is a note-taking app for people who write a lot.", "About", "c1",
+                    0.7)
+    assert ChatService.rephrases("Is there a native Quillnote app?", ["native"], best)
+    assert not ChatService.rephrases("Is there a Quillnote app for smartwatches?",
+                                     ["smartwatches"], best)
+    keys = Evidence("Ctrl+Shift+V pastes text without its formatting.", "Shortcuts", "c2", 0.5)
+    assert not ChatService.rephrases("What is the shortcut for bold text?", ["bold"], keys)

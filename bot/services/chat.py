@@ -119,6 +119,7 @@ def cited_sources(answer: str, evidence: list[Evidence]) -> list[str]:
 
 
 _WORD = re.compile(r"[\w'-]+")
+_FOR = re.compile(r"\bfor\s+(?:a |an |the |my |our |your )?([\w'-]+)", re.I)
 
 
 def leaks_instructions(answer: str, system_prompt: str, run: int = 8) -> bool:
@@ -325,10 +326,15 @@ class ChatService:
         never uses: there are none, or just one while every other word of the question (two at
         least) is in the best sentence: "Do students get a reduced price?" against "Students
         pay half price". "Is there a rooftop terrace?" names two unknown things, and is not;
-        "What does the Enterprise plan cost?" names a plan the knowledge base never does."""
+        "What does the Enterprise plan cost?" names a plan the knowledge base never does, "Is
+        there an app for smartwatches?" what the app would be for."""
         if not unknown:
             return True
         if set(unknown) & names_inside(question):  # a name is not rephrased: "Enterprise"
+            return False
+        # nor who or what a thing is for: "an app for smartwatches", "the shortcut for bold
+        # text"; a sentence that never names it speaks of the thing for something else
+        if {stem(w.lower()) for w in _FOR.findall(question)} & {stem(w) for w in unknown}:
             return False
         others = {root(w) for w in content_words(question) - {stem(w) for w in unknown}}
         return len(unknown) == 1 and len(others) >= 2 \
