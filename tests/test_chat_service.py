@@ -362,3 +362,13 @@ def test_what_a_thing_is_for_is_not_forgiven_as_a_rephrasing() -> None:
                                      ["smartwatches"], best)
     keys = Evidence("Ctrl+Shift+V pastes text without its formatting.", "Shortcuts", "c2", 0.5)
     assert not ChatService.rephrases("What is the shortcut for bold text?", ["bold"], keys)
+
+
+def test_a_question_about_a_rule_is_answered_from_the_sentence_stating_it(
+        services: Services, fake_model: FakeChatModel) -> None:
+    # The first sentence shares more of the question's words than the rule does.
+    add_doc(services, "Pets", "Assistance dogs may go on board everywhere, dogs included in "
+                              "the café. Pets travel for free. Dogs must be kept on a leash.")
+    services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False)
+    reply = services.chat.answer(1, ALICE, "Do dogs have to be on board on a lead?")
+    assert reply.evidence[0].text == "Dogs must be kept on a leash."

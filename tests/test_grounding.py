@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.services.grounding import (
+    about_obligation,
     answers_kind,
     check_answer,
     claims,
@@ -409,3 +410,15 @@ def test_a_name_the_knowledge_base_never_uses_is_unknown_whatever_it_resembles()
     assert coverage.uncovered("Does the ferry sail to Norway?", vocabulary) == ["norway"]
     assert names_inside("Does Saltmarsh sail to Norway on Saturdays? I'm asking.") == {
         "saltmarsh", "norway"}
+
+
+def test_a_yes_or_no_question_about_a_rule_is_answered_by_a_sentence_stating_one() -> None:
+    leash = "They must be kept on a leash, and they travel for free."
+    assert about_obligation("Do dogs have to be on a lead?", leash)
+    assert about_obligation("Does a parking space need to be booked?",
+                            "A parking space must be booked with the reception.")
+    assert not about_obligation("Do dogs have to be on a lead?",
+                                "Assistance dogs may go everywhere on board.")
+    # "how far ahead do I have to…" asks for an amount, not yes or no
+    assert not about_obligation("How far ahead do I have to ask for help?", leash)
+    assert not about_obligation("Can I bring my dog?", leash)

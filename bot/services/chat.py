@@ -15,6 +15,7 @@ from bot.model import ChatModel
 from bot.prompting import MAX_PROMPT_TOKENS, ChatMessages, build_messages
 from bot.services import UserError
 from bot.services.grounding import (
+    about_obligation,
     answers_kind,
     asks_name,
     check_answer,
@@ -119,6 +120,8 @@ def cited_sources(answer: str, evidence: list[Evidence]) -> list[str]:
 
 
 _WORD = re.compile(r"[\w'-]+")
+# How far below the best score a sentence of the asked day or rule may be to come first.
+_AS_GOOD = 0.1
 _FOR = re.compile(r"\bfor\s+(?:a |an |the |my |our |your )?([\w'-]+)", re.I)
 
 
@@ -275,8 +278,12 @@ class ChatService:
                         or names_thing(thing, e.framed, self.retriever.related,
                                        question=question))]
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
-            dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - 0.1]
+            dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - _AS_GOOD]
             fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]
+        # "Do dogs have to be on a lead?": the sentence stating a rule, if one is as good
+        ruled = [e for e in fitting if about_obligation(question, e.text)
+                 and e.score >= fitting[0].score - _AS_GOOD]
+        fitting = ruled[:1] + [e for e in fitting if e not in ruled[:1]]
         if said:
             fitting = self._not_again(question, fitting, said)
         for lesson in taught:

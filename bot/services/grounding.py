@@ -364,6 +364,20 @@ def same_days(question: str, sentence: str) -> bool:
     return not asked or not said or bool(asked & said)
 
 
+# "Do dogs have to be on a lead?", "Must I book?": a yes-or-no question about a rule, which a
+# sentence stating an obligation answers ("They must be kept on a leash").
+_ASKS_OBLIGATION = re.compile(r"^\s*(?:do|does|did|must|should|is|are|will|would|can|could)\b"
+                              r".*\b(?:have to|has to|must|need to|needs to|required|obliged|"
+                              r"mandatory|compulsory)\b", re.I)
+_OBLIGATION = re.compile(r"\b(?:must|have to|has to|need to|needs to|required|obliged|mandatory|"
+                         r"compulsory|should)\b", re.I)
+
+
+def about_obligation(question: str, sentence: str) -> bool:
+    """Whether `question` asks yes or no about a rule and `sentence` states one."""
+    return bool(_ASKS_OBLIGATION.search(question) and _OBLIGATION.search(sentence))
+
+
 def asks_kind(question: str) -> bool:
     """Whether the question asks for a fact of a kind: a number, price, date, name, e-mail."""
     return any(p.search(question) for p in (_ASKS_EMAIL, _ASKS_NAME, _ASKS_YEAR, _ASKS_MONTH,
