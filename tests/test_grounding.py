@@ -422,3 +422,11 @@ def test_a_yes_or_no_question_about_a_rule_is_answered_by_a_sentence_stating_one
     # "how far ahead do I have to…" asks for an amount, not yes or no
     assert not about_obligation("How far ahead do I have to ask for help?", leash)
     assert not about_obligation("Can I bring my dog?", leash)
+
+
+def test_asking_whether_an_e_mail_address_is_needed_does_not_ask_for_one() -> None:
+    discount = "Students get the Plus plan at half price with a school e-mail address."
+    assert answers_kind("Do I need a school e-mail address for the student discount?",
+                        discount)
+    assert not answers_kind("Which e-mail address do I need for the discount?", discount)
+    assert not answers_kind("Is there an e-mail address for the discount?", discount)

@@ -208,6 +208,9 @@ _SEASON = re.compile(rf"\b({_MONTH_WORD}|(?i:spring|summer|autumn|fall|winter|ch
 # Asking for an e-mail address, not about e-mail ("How fast is an e-mail answered?").
 _ASKS_EMAIL = re.compile(r"\b(?:which|what)\b[^?.]*\be-?mail\b|\be-?mail (?:address|of)\b|"
                          r"\bto e-?mail\b", re.I)
+# "Do I need a school e-mail address for the discount?" asks yes or no, not which address.
+_ASKS_IF_NEEDED = re.compile(r"^\s*(?:do|does|did|will|would|must|should|is|are)\b[^?]*"
+                             r"\b(?:need|needs|require|requires|required)\b", re.I)
 _NAME = re.compile(r"\b[A-Z][\w'-]+(?:\s+[A-Z][\w'-]+)*")
 _QUANTITY = re.compile(r"\d|\b(" + "|".join(NUMBER_WORDS) + r"|free|closed|daily|weekly|"
                        + "|".join(WEEKDAYS) + r"|weekdays?|weekends?|noon|midnight|morning|"
@@ -319,7 +322,8 @@ def gives_address(question: str, sentence: str) -> bool:
 
 def answers_kind(question: str, sentence: str) -> bool:
     """False when the question asks for a number, a person or an e-mail the sentence lacks."""
-    if _ASKS_EMAIL.search(question) and "@" not in sentence:
+    if _ASKS_EMAIL.search(question) and not _ASKS_IF_NEEDED.search(question) \
+            and "@" not in sentence:
         return False
     if _ASKS_NAME.search(question):
         asked = normalise(question)
