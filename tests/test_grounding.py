@@ -9,6 +9,7 @@ from bot.services.grounding import (
     claims,
     days,
     gives_address,
+    miscounted,
     same_days,
     says_dont_know,
     trim_run_on,
@@ -430,3 +431,14 @@ def test_asking_whether_an_e_mail_address_is_needed_does_not_ask_for_one() -> No
                         discount)
     assert not answers_kind("Which e-mail address do I need for the discount?", discount)
     assert not answers_kind("Is there an e-mail address for the discount?", discount)
+
+
+def test_a_number_must_count_what_its_evidence_counts() -> None:
+    evidence = "Every member gets 3 free hours of meeting room time per month."
+    assert miscounted("You get 3 free meeting rooms per month.", evidence) == ["3 meet"]
+    assert miscounted("Members get three free hours a month.", evidence) == []
+    assert miscounted("It seats 8 people.", "The Heron room seats 8 people.") == []
+    assert miscounted("There are 2.", "There are 2 charging points.") == []
+    check = check_answer("Booking 3 free meeting rooms per month.", "How many hours of meeting "
+                         "rooms are included?", [evidence])
+    assert not check.supported and check.unsupported == ["3 meet"]

@@ -418,6 +418,40 @@ def _price_periods(text: str) -> set[tuple[str, str]]:
             for m in _PRICE_PER.finditer(text)}
 
 
+# Words between a number and what it counts: "3 free hours", "up to 4 extra people".
+_COUNT_MODIFIERS = frozenset("""
+free extra more additional other new small large big full whole single only about up to at
+least most a an the of per each every
+""".split())
+_COUNT_TOKEN = re.compile(r"[€$£]?\d+(?:[.,:]\d+)*|[a-zà-öø-ÿ][\w'-]*")
+
+
+def _counted(text: str) -> dict[str, set[str]]:
+    """Each bare number of `text` (not a price or a time), with the words it counts: the
+    first word after it that is not a modifier ("3 free hours": hours)."""
+    text = normalise_words(text)
+    text = re.sub(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", lambda m: NUMBER_WORDS[m.group(1)],
+                  text)
+    tokens = _COUNT_TOKEN.findall(text)
+    found: dict[str, set[str]] = {}
+    for i, token in enumerate(tokens):
+        if not token[0].isdigit() or ":" in token:
+            continue
+        word = next((w for w in tokens[i + 1:i + 4]
+                     if not w[0].isdigit() and w not in _COUNT_MODIFIERS), None)
+        if word is not None:
+            found.setdefault(token, set()).add(_root(word))
+    return found
+
+
+def miscounted(answer: str, evidence: str) -> list[str]:
+    """Numbers of `answer` that count something else than the same number in `evidence`:
+    "3 free meeting rooms" where it says "3 free hours of meeting room time"."""
+    said = _counted(evidence)
+    return [f"{number} {word}" for number, words in _counted(answer).items()
+            if number in said for word in sorted(words) if word not in said[number]]
+
+
 def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     """Is `answer` a usable reply to `question` given `evidence` (best sentence first)?
 
@@ -437,6 +471,8 @@ def check_answer(answer: str, question: str, evidence: list[str]) -> Check:
     # The price is there, but paid for another period: "€7 per year" where it says per month.
     missing += [f"{price} per {period}" for price, period in
                 sorted(_price_periods(answer) - _price_periods(evidence[0]))]
+    # The number is there, but counting another thing: "3 free meeting rooms" for 3 hours.
+    missing += miscounted(answer, evidence[0])
     if missing:
         return Check(False, missing, "unsupported")
     facts = claims(answer)
