@@ -257,3 +257,19 @@ def test_the_kind_of_thing_asked_for_may_be_named_by_an_instance_of_it() -> None
     assert room is not None and not room.kind
     assert not names_thing(room, "The Kestrel room has a DeskLoop whiteboard.", related,
                            question="Does the Kestrel room have a screen?")
+
+
+def test_names_of_the_kind_asked_for_answer_a_which_question() -> None:
+    systems = "Which operating systems does Quillnote support?"
+    thing = asked_thing(systems)
+    assert thing is not None and thing.kind
+
+    def kinds(word: str, words: Sequence[str]) -> float:  # as the embedding model judges
+        return 0.67 if word == "operating systems" and "windows" in words else 0.2
+
+    runs = "Quillnote runs on Windows, macOS and Linux."
+    assert names_thing(thing, runs, kinds, question=systems)
+    assert not names_thing(thing, runs, related, question=systems)  # not of that kind
+    # no name the question lacks, no instance of the kind
+    assert not names_thing(thing, "Quillnote runs on any windows computer.", kinds,
+                           question=systems)
