@@ -125,6 +125,15 @@ _AS_GOOD = 0.1
 _FOR = re.compile(r"\bfor\s+(?:a |an |the |my |our |your )?([\w'-]+)", re.I)
 
 
+def _first_as_good(evidence: list[Evidence],
+                   wanted: Callable[[Evidence], bool]) -> list[Evidence]:
+    """`evidence` (best first) with the best `wanted` sentence moved to the front, when it
+    scores within `_AS_GOOD` of the best."""
+    chosen = next((e for e in evidence if wanted(e)
+                   and e.score >= evidence[0].score - _AS_GOOD), None)
+    return evidence if chosen is None else [chosen] + [e for e in evidence if e != chosen]
+
+
 def leaks_instructions(answer: str, system_prompt: str, run: int = 8) -> bool:
     """True if `answer` repeats `run` consecutive words of the system prompt, or any code-like
     token of it (letters mixed with digits, e.g. a key or canary), whatever a document asked."""
@@ -278,12 +287,9 @@ class ChatService:
                         or names_thing(thing, e.framed, self.retriever.related,
                                        question=question))]
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
-            dated = [e for e in fitting if days(e.text) and e.score >= fitting[0].score - _AS_GOOD]
-            fitting = dated[:1] + [e for e in fitting if e not in dated[:1]]
+            fitting = _first_as_good(fitting, lambda e: bool(days(e.text)))
         # "Do dogs have to be on a lead?": the sentence stating a rule, if one is as good
-        ruled = [e for e in fitting if about_obligation(question, e.text)
-                 and e.score >= fitting[0].score - _AS_GOOD]
-        fitting = ruled[:1] + [e for e in fitting if e not in ruled[:1]]
+        fitting = _first_as_good(fitting, lambda e: about_obligation(question, e.text))
         if said:
             fitting = self._not_again(question, fitting, said)
         for lesson in taught:

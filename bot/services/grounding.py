@@ -49,13 +49,20 @@ _RUN_ON = re.compile(r"\n\s*(question|q|user|assistant|answer|excerpt|source|sou
                      r"\s*\d*\s*[:：]|\n\s*<|\bquestion\s*\d+\s*:|</?excerpt", re.I)
 
 
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b")
+
+
+def _as_digits(text: str) -> str:
+    """Lower-case number words as digits: "three" → "3", "first" → "1st"."""
+    return _NUMBER_WORD.sub(lambda m: NUMBER_WORDS[m.group(1)], text)
+
+
 def normalise(text: str) -> str:
     """Lower case, unified quotes and dashes, no spaces or thousands separators, number words
     as digits: so '€ 1,200', '1200 €' and 'three' compare with '€1200' and '3'."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = text.replace("’", "'").replace("‘", "'").replace("–", "-").replace("—", "-")
-    text = re.sub(r"\b(" + "|".join(NUMBER_WORDS) + r")\b",
-                  lambda m: NUMBER_WORDS[m.group(1)], text)
+    text = _as_digits(text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
     text = re.sub(r"(\d+(?:[.,]\d+)?)\s?(?:euros?|eur)\b", r"€\1", text)  # "12 euros" is "€12"
     text = re.sub(r"\beur\s?(?=\d)", "€", text)
@@ -429,10 +436,7 @@ _COUNT_TOKEN = re.compile(r"[€$£]?\d+(?:[.,:]\d+)*|[a-zà-öø-ÿ][\w'-]*")
 def _counted(text: str) -> dict[str, set[str]]:
     """Each bare number of `text` (not a price or a time), with the words it counts: the
     first word after it that is not a modifier ("3 free hours": hours)."""
-    text = normalise_words(text)
-    text = re.sub(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", lambda m: NUMBER_WORDS[m.group(1)],
-                  text)
-    tokens = _COUNT_TOKEN.findall(text)
+    tokens = _COUNT_TOKEN.findall(_as_digits(normalise_words(text)))
     found: dict[str, set[str]] = {}
     for i, token in enumerate(tokens):
         if not token[0].isdigit() or ":" in token:
