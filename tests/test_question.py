@@ -103,6 +103,11 @@ def test_a_place_that_holds_guests_is_answered_by_the_people_it_holds() -> None:
     assert guests is not None and guests.capacity
     assert names_thing(guests, "The Atrium holds up to 60 people.", related)
     assert not names_thing(guests, "The Atrium costs 240 euros for 4 hours.", related)
+    # the friends a member may bring are the guests the rules count
+    friends = asked_thing("How many friends can I bring along?")
+    assert friends is not None and friends.capacity
+    assert names_thing(friends, "Members may bring up to 2 guests per day.", related)
+    assert not names_thing(friends, "Members may bring up to 2 bicycles per day.", related)
 
 
 def test_the_head_noun_and_its_owner_must_both_be_named() -> None:
@@ -273,3 +278,22 @@ def test_names_of_the_kind_asked_for_answer_a_which_question() -> None:
     # no name the question lacks, no instance of the kind
     assert not names_thing(thing, "Quillnote runs on any windows computer.", kinds,
                            question=systems)
+
+
+def test_what_a_which_question_asks_about_is_no_answer_to_it() -> None:
+    radio = "Which radio channel does the harbour use?"
+    thing = asked_thing(radio)
+    assert thing is not None and thing.kind
+    # the harbour is what the question is about: a sentence naming its master does not say
+    # which channel, though it shares "harbour" and names someone
+    assert not names_thing(thing, "The harbour master of Port Aldery is Jonas Brekke.",
+                           related, question=radio)
+    # what the question asks (its verb) with a name the question lacks may
+    assert names_thing(thing, "Pilots use Kestrel Sound to call the harbour.", related,
+                       question=radio)
+    # a name sharing a word with the question is the thing asked about, not an instance
+    city = "Which city does the Tern sail from?"
+    thing = asked_thing(city)
+    assert thing is not None and thing.kind
+    assert not names_thing(thing, "The MV Tern sails every hour.", related, question=city)
+    assert names_thing(thing, "The MV Tern sails from Port Aldery.", related, question=city)

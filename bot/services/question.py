@@ -67,17 +67,19 @@ _FORMS = [
                + r"\bcost\b", re.I),
     re.compile(r"\bwhat (?:does|do|would|will) (?:a |an |the |one )" + _THING + r"\bcost", re.I),
 ]
-# The people a place holds: "how many guests does the hall hold" is answered by "60 people".
+# The people a place holds: "how many guests does the hall hold" is answered by "60 people",
+# and those a member brings: "how many friends can I bring" by "2 guests".
 _PEOPLE = frozenset({"people", "persons", "person", "guests", "visitors", "attendees",
-                     "participants", "seats"})
+                     "participants", "seats", "friends", "colleagues"})
 # Groups named by what they do: "the support team" is "support" ("The head of support is…").
 _GROUP = frozenset({"team", "teams", "staff", "department", "departments", "crew", "crews",
                     "desk"})
-_CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capacity|room for)\b",
-                       re.I)
+_CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capacity|room for|"
+                       r"bring)\b", re.I)
 _ROOM_FOR = re.compile(r"^(?:(?!\band\b)[\w-]+ ){0,7}?(?:room|space|places?|seats?) for (?:up to )?\d")
 _NUMBER = re.compile(r"\d|(" + "|".join(NUMBER_WORDS) + r"|dozen|hundred)$", re.I)
 _WORD = re.compile(r"[\w-]+")
+_AFTER_ARTICLE = re.compile(r"\b(?:the|a|an)\s+([\w-]+)", re.I)
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,15 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
         # "export"); else the building's address, naming a street, would say which bank. Or
         # the names are of the kind asked for: "Windows, macOS, Linux" for "which operating
         # systems" (0.67; "bank" and "Tannery Row" 0.30).
+        # A word the question puts after "the" is what it asks about, not what it asks: "Which
+        # radio channel does the harbour use?" is not answered by "The harbour master of Port
+        # Aldery is Jonas Brekke", nor "Which shipyard built the Tern?" by a name with "Tern".
         asked = {w.lower() for w in _WORD.findall(question)}
-        rest = {root(w) for w in content_words(question)} - {
+        about = {root(m.lower()) for m in _AFTER_ARTICLE.findall(question)}
+        rest = {root(w) for w in content_words(question)} - about - {
             root(w) for w in (*thing.words, *(w.lower() for n in names(question) for w in n))}
         unasked = [" ".join(n).lower() for n in names(sentence, mid_sentence=True)
-                   if not {w.lower() for w in n} <= asked]
+                   if not {w.lower() for w in n} & asked]
         return bool(unasked) and (bool(rest & {root(w) for w in content_words(sentence)})
                                   or related(" ".join(thing.words), unasked) >= _KIND_OF_NAMES)
     # "140 desks", "3 free hours", or room for a number after it ("bicycles…, with room for 10")
