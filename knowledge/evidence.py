@@ -82,10 +82,10 @@ _DERIVED = ("ions", "ion", "ments", "ment", "ings", "ing", "ed")
 
 def root(word: str) -> str:
     """`stem`, and a derived form's root as well: "encryption" and "encrypted" meet at
-    "encrypt", "booking" and "booked" at "book"."""
+    "encrypt", "booking" and "booked" at "book", "owned" and "owns" at "own"."""
     word = stem(word)
     for suffix in _DERIVED:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+        if word.endswith(suffix) and len(word) - len(suffix) >= (3 if suffix == "ed" else 4):
             return word[: -len(suffix)]
     return word
 

@@ -372,3 +372,31 @@ def test_a_question_about_a_rule_is_answered_from_the_sentence_stating_it(
     services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False)
     reply = services.chat.answer(1, ALICE, "Do dogs have to be on board on a lead?")
     assert reply.evidence[0].text == "Dogs must be kept on a leash."
+
+
+def test_what_a_question_is_for_picks_the_sentence_about_it(
+        services: Services, fake_model: FakeChatModel) -> None:
+    # The adult price shares more of the question's words; the question is about children.
+    add_doc(services, "Fares", "A single ticket for an adult costs €6.50. Children pay "
+                               "half the price of a single ticket.")
+    services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False,
+                                   min_support=0.1)
+    reply = services.chat.answer(1, ALICE, "What does a single ticket cost for children?")
+    assert reply.evidence[0].text.startswith("Children pay half")
+    # without "for", the best sentence stays first
+    reply = services.chat.answer(2, ALICE, "What does a single ticket cost?")
+    assert reply.evidence[0].text.startswith("A single ticket for an adult")
+
+
+def test_a_follow_ups_own_word_beats_a_close_one_in_the_sentence_already_given(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    chat = services.chat
+    # as the embedding model judges: "owns" is close to "bought"
+    monkeypatch.setattr(chat.retriever, "related",
+                        lambda word, words: 0.8 if "bought" in words else 0.0)
+    said = Evidence("Tomas Ekdahl founded it and bought a boat.", "About", "c1", 0.7)
+    owned = Evidence("Since 2015 it has been owned by the town.", "About", "c2", 0.6)
+    assert chat._not_again("Who owns it now?", [said, owned], said.text) == [owned, said]
+    # with no other sentence using the word itself, the close one keeps the answer
+    staff = Evidence("It employs 62 people.", "About", "c3", 0.6)
+    assert chat._not_again("Who owns it now?", [said, staff], said.text) == [said, staff]

@@ -381,6 +381,7 @@ def test_how_fast_asks_for_a_speed_or_a_time_and_e_mail_is_asked_for_only_as_an_
 def test_a_derived_form_of_a_word_the_knowledge_base_uses_is_not_a_term_it_lacks() -> None:
     assert root("encryption") == root("encrypted") == "encrypt"
     assert root("booking") == root("booked") == "book" and root("rooms") == "room"
+    assert root("owned") == root("owns") == "own" and root("used") == "used"
     coverage = Coverage(FakeEmbedder())
     vocabulary = {"encrypted", "note", "store", "rest", "protect"}
     assert coverage.uncovered("Which encryption protects stored notes?", vocabulary) == []

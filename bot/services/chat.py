@@ -125,6 +125,16 @@ _AS_GOOD = 0.1
 _FOR = re.compile(r"\bfor\s+(?:a |an |the |my |our |your )?([\w'-]+)", re.I)
 
 
+def _spoken(text: str) -> list[str]:
+    """The content words of `text` as written: "upstairs", not the stem "upstair"."""
+    return sorted({w.lower() for w in _WORD.findall(text) if stem(w.lower()) in content_words(w)})
+
+
+def _same_root(words: list[str], evidence: Evidence) -> bool:
+    """Whether `evidence` uses one of `words`, in any form: "owns" and "owned"."""
+    return bool({root(w) for w in words} & {root(w) for w in _spoken(evidence.framed)})
+
+
 def _first_as_good(evidence: list[Evidence],
                    wanted: Callable[[Evidence], bool]) -> list[Evidence]:
     """`evidence` (best first) with the best `wanted` sentence moved to the front, when it
@@ -286,6 +296,10 @@ class ChatService:
                    and (thing is None or gives_address(question, e.text)
                         or names_thing(thing, e.framed, self.retriever.related,
                                        question=question))]
+        # "What does a ticket cost for kids?": the sentence about children, if one is as good
+        wanted = _spoken(" ".join(_FOR.findall(question)))
+        if wanted:
+            fitting = _first_as_good(fitting, lambda e: self._speaks_of(wanted, e))
         if days(question):  # "on a Saturday": the sentence about that day, if one is as good
             fitting = _first_as_good(fitting, lambda e: bool(days(e.text)))
         # "Do dogs have to be on a lead?": the sentence stating a rule, if one is as good
@@ -315,23 +329,24 @@ class ChatService:
         """`fitting` with the sentences already `said` that speak of none of the question's
         words (the same word or a close one) moved after the others, when another one fits
         well enough to answer."""
-        def spoken(text: str) -> list[str]:  # as written: "upstairs", not the stem "upstair"
-            return sorted({w.lower() for w in _WORD.findall(text)
-                           if stem(w.lower()) in content_words(w)})
-
-        asked = spoken(question)
-
-        def about(e: Evidence) -> bool:
-            words = spoken(e.framed)
-            return bool({root(w) for w in asked} & {root(w) for w in words}) or any(
-                self.retriever.related(w, words) >= self.limits.follow_up_related
-                for w in asked)
-
-        again = [e for e in fitting if e.text in said and not about(e)]
+        asked = _spoken(question)
+        # "Who owns it now?" after the founder: a close word ("bought") keeps the sentence
+        # said only while no other one uses the follow-up's own word ("owned").
+        named = any(_same_root(asked, e) for e in fitting
+                    if e.text not in said and e.score >= self.limits.min_support)
+        again = [e for e in fitting if e.text in said and not _same_root(asked, e)
+                 and (named or not self._speaks_of(asked, e))]
         rest = [e for e in fitting if e not in again]
         if again and rest and rest[0].score >= self.limits.min_support:
             return rest + again
         return fitting
+
+    def _speaks_of(self, words: list[str], evidence: Evidence) -> bool:
+        """Whether `evidence` speaks of one of `words`: the same root, or a close word
+        (`ChatLimits.follow_up_related`: "kids" and "children")."""
+        return _same_root(words, evidence) or any(
+            self.retriever.related(w, _spoken(evidence.framed)) >= self.limits.follow_up_related
+            for w in words)
 
     @staticmethod
     def rephrases(question: str, unknown: list[str], best: Evidence) -> bool:
