@@ -194,6 +194,8 @@ def test_paying_in_cash_asks_how_to_pay_not_a_price() -> None:
     cards = "On board only cards are accepted: the ferries have not taken cash since 2022."
     assert answers_kind("Can I pay in cash on board?", cards)
     assert answers_kind("Can I pay by card?", cards)
+    assert answers_kind("Can I pay cash on board?", cards)
+    assert answers_kind("Can I pay contactless?", cards)
     assert not answers_kind("What do I pay for a bike?", "Bikes go on the car deck.")
 
 

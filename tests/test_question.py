@@ -297,3 +297,13 @@ def test_what_a_which_question_asks_about_is_no_answer_to_it() -> None:
     assert thing is not None and thing.kind
     assert not names_thing(thing, "The MV Tern sails every hour.", related, question=city)
     assert names_thing(thing, "The MV Tern sails from Port Aldery.", related, question=city)
+
+
+def test_a_discount_is_named_by_what_it_takes_off() -> None:
+    thing = asked_thing("Is there a discount for islanders?")
+    assert thing is not None
+    islanders = ("People who live on Inch Holm get 70 percent off every ticket with an "
+                 "islander card.")
+    assert names_thing(thing, islanders, related)
+    assert names_thing(thing, "Children pay half the adult fare.", related)
+    assert not names_thing(thing, "Islanders get their card at the terminal office.", related)

@@ -138,9 +138,10 @@ _COUNT = re.compile(r"(?<![€$£\w.,-])\d(?![\d.,]*\s?(?:€|euros?|eur\b))|\b(
 _ASKS_NAME = re.compile(r"^\s*(who|whom|whose)\b|\bname of\b", re.I)
 # A deposit is an amount of money: "How big is the deposit?" is not answered by "14 days".
 # Paying "in cash" or "by card" is a way to pay, not a price: "On board only cards are accepted".
+# "Can I pay cash on board?" asks how, not how much.
 _ASKS_PRICE = re.compile(r"\b(cost|costs|price|prices|fee|fees|charge|how much (is|are|does|do|"
-                         r"for)|how expensive|pay(?!\s+(?:in|by|with|using|via)\b)|deposit|"
-                         r"deposits)\b", re.I)
+                         r"for)|how expensive|pay(?!\s+(?:in|by|with|using|via|cash|cards?|"
+                         r"credit|contactless|online)\b)|deposit|deposits)\b", re.I)
 _PRICE = re.compile(r"[€$£]|\d\s?(euros?|eur|dollars?|%|percent)|\b(free|half|discount)\b", re.I)
 # "When" as the question's own word ("When does…", "…, and when…", "tell me when…"), not a
 # clause of it: "How much deposit do I pay when I join?" asks for a price.

@@ -79,6 +79,10 @@ _CAPACITY = re.compile(r"\b(hold|holds|seat|seats|fit|fits|sit|accommodate|capac
 _ROOM_FOR = re.compile(r"^(?:(?!\band\b)[\w-]+ ){0,7}?(?:room|space|places?|seats?) for (?:up to )?\d")
 _NUMBER = re.compile(r"\d|(" + "|".join(NUMBER_WORDS) + r"|dozen|hundred)$", re.I)
 _WORD = re.compile(r"[\w-]+")
+# A discount is stated, seldom named: "70 percent off every ticket", "pay half the fare".
+_DISCOUNTS = frozenset({"discount", "reduction", "rebate", "concession"})
+_DISCOUNTED = re.compile(r"\b\d+\s?(?:%|percent|per cent)\s+off\b|\bhalf[ -](?:the\s+)?(?:price|"
+                         r"fare|adult fare)\b|\bat half price\b|\breduced\b", re.I)
 _AFTER_ARTICLE = re.compile(r"\b(?:the|a|an)\s+([\w-]+)", re.I)
 
 
@@ -177,6 +181,8 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
     if not thing.counted:
         if is_word(thing.words[-1], content) or (
                 thing.alternative and is_word(thing.alternative, content)):
+            return True
+        if stem(thing.words[-1]) in _DISCOUNTS and _DISCOUNTED.search(sentence):
             return True
         # "the support team" is spoken of as "support": a group is named by what it does
         if thing.words[-1] in _GROUP and len(thing.words) > 1 and all(
