@@ -119,9 +119,12 @@ class Settings(BaseSettings):
         6, ge=1, le=20, description="Knowledge chunks retrieved; their best sentences are the "
         "evidence put in the prompt."
     )
-    second_look_k: int = Field(
-        20, ge=0, le=100, description="Before answering \"I don't know\", look again among "
-        "this many chunks, each scored by its best sentence too (0: no second look)."
+    look_among_k: int = Field(
+        20, ge=0, le=100, description="Answering scores this many nearest chunks by their best "
+        "sentence too and keeps the best RETRIEVAL_K (0: only RETRIEVAL_K). SECOND_LOOK_K, its "
+        "name before session 32, is still read.",
+        validation_alias=AliasChoices("LOOK_AMONG_K", "look_among_k", "SECOND_LOOK_K",
+                                      "second_look_k"),
     )
     evidence_k: int = Field(3, ge=1, le=10, description="Evidence sentences put in the prompt.")
     min_support: float = Field(

@@ -139,7 +139,7 @@ def build_services(settings: Settings, *, with_chat: bool = True, model: ChatMod
                             history_window=timedelta(minutes=settings.history_minutes)
                             if settings.history_minutes else None,
                             retrieval_k=settings.retrieval_k,
-                            second_look_k=settings.second_look_k,
+                            look_among_k=settings.look_among_k,
                             evidence_k=settings.evidence_k, min_support=settings.min_support,
                             abstain_on_unknown_terms=settings.abstain_on_unknown_terms,
                             max_message_chars=settings.max_message_chars)

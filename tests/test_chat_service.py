@@ -249,7 +249,7 @@ def test_one_reworded_word_is_forgiven_when_the_rest_of_the_question_is_in_the_e
     assert reply.grounding == "abstained"  # two words the knowledge base never uses
 
 
-def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
+def test_a_fact_inside_a_long_chunk_is_found_among_the_twenty_nearest_chunks(
         settings, fake_model: FakeChatModel, embedder) -> None:
     # The "About" page holds many facts in one chunk, so it lies far from a question about
     # one of them; six short pages that share the question's words but hold no count rank
@@ -266,7 +266,7 @@ def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
                                                f"after by the team.")
     question = "How many desks are there in the space in total?"
     first = services.chat.retrieve(question)
-    assert "About" not in [h.title for h in first]  # the first look does not reach it
+    assert "About" not in [h.title for h in first]  # not among the nearest six
 
     fake_model.queue("There are 140 desks in total.")
     reply = services.chat.answer(1, ALICE, question)
@@ -274,8 +274,8 @@ def test_a_fact_inside_a_long_chunk_is_found_by_a_second_look_before_dont_know(
     assert "The space has 140 desks in total." in fake_model.calls[-1][-1]["content"]
     services.close()
 
-    # SECOND_LOOK_K=0: no second look, so "I don't know" without asking the model.
-    services = build_services(settings.model_copy(update={"second_look_k": 0}),
+    # LOOK_AMONG_K=0: only the first six, so "I don't know" without asking the model.
+    services = build_services(settings.model_copy(update={"look_among_k": 0}),
                               model=fake_model, embedder=embedder, seed=False)
     calls = len(fake_model.calls)
     assert services.chat.answer(2, ALICE, question).grounding == "abstained"
@@ -400,3 +400,13 @@ def test_a_follow_ups_own_word_beats_a_close_one_in_the_sentence_already_given(
     # with no other sentence using the word itself, the close one keeps the answer
     staff = Evidence("It employs 62 people.", "About", "c3", 0.6)
     assert chat._not_again("Who owns it now?", [said, staff], said.text) == [said, staff]
+    # another sentence using more of the follow-up's own words ("company", "owned")
+    founder = Evidence("The company was founded by Tomas Ekdahl.", "About", "c4", 0.7)
+    town = Evidence("Since 2015 the company has been owned by the town.", "About", "c5", 0.6)
+    assert chat._not_again("Who owns the company today?", [founder, town],
+                           founder.text) == [town, founder]
+    assert chat._not_again("Who founded the company?", [founder, town],
+                           founder.text) == [founder, town]
+    # a follow-up naming nothing of its own may be answered by the sentence said
+    assert chat._not_again("What did he do before?", [founder, town],
+                           founder.text) == [founder, town]

@@ -39,3 +39,12 @@ def test_defaults_put_everything_in_the_data_dir(tmp_path: Path,
     assert s.chroma_dir == tmp_path / "d" / "chroma"
     assert s.models_dir == tmp_path / "d" / "models"
     assert s.telegram_api_url == "https://api.telegram.org"
+
+
+def test_how_many_chunks_answering_looks_among_keeps_its_old_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOK_AMONG_K", "12")
+    assert Settings(_env_file=None).look_among_k == 12
+    monkeypatch.delenv("LOOK_AMONG_K")
+    monkeypatch.setenv("SECOND_LOOK_K", "0")  # its name before session 32
+    assert Settings(_env_file=None).look_among_k == 0

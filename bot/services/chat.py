@@ -48,11 +48,14 @@ class ChatLimits:
     # new question, not a follow-up to yesterday's (None: no limit).
     history_window: timedelta | None = timedelta(hours=1)
     retrieval_k: int = 6
-    # Before saying "I don't know", answering looks again among this many chunks: a chunk that
-    # holds many facts (an "About" page: founder, address, desk count, mascot) lies far from
-    # any one of them, so the chunk that answers "How many desks altogether?" can rank below
-    # the first `retrieval_k`, though one of its sentences matches the question well.
-    second_look_k: int = 20
+    # Answering scores this many nearest chunks by the better of their own similarity and
+    # their best sentence's, and keeps the best `retrieval_k`: a chunk that holds many facts
+    # (an "About" page: founder, address, general meeting, desk count, mascot) lies far from
+    # any one of them, so the chunk that answers "When is the general meeting?" can rank
+    # below the first `retrieval_k` (behind six about meeting rooms), though one of its
+    # sentences matches the question best. (Until session 32 this was a second look, taken
+    # only before "I don't know"; a wrong sentence from the first six then stood.)
+    look_among_k: int = 20
     # Answers come from chunks, not pages: a document's second-best chunk often holds the fact
     # (on bench/answers, one chunk per document lost 3 of 86 answers and found 1), so answering
     # takes the nearest chunks whatever their document, by similarity alone (the documents'
@@ -130,9 +133,9 @@ def _spoken(text: str) -> list[str]:
     return sorted({w.lower() for w in _WORD.findall(text) if stem(w.lower()) in content_words(w)})
 
 
-def _same_root(words: list[str], evidence: Evidence) -> bool:
-    """Whether `evidence` uses one of `words`, in any form: "owns" and "owned"."""
-    return bool({root(w) for w in words} & {root(w) for w in _spoken(evidence.framed)})
+def _shared_roots(words: list[str], evidence: Evidence) -> int:
+    """How many of `words` `evidence` uses, in any form: "owns" and "owned"."""
+    return len({root(w) for w in words} & {root(w) for w in _spoken(evidence.framed)})
 
 
 def _first_as_good(evidence: list[Evidence],
@@ -326,16 +329,20 @@ class ChatService:
         return (fitting + [e for e in evidence if e not in fitting])[: self.limits.evidence_k]
 
     def _not_again(self, question: str, fitting: list[Evidence], said: str) -> list[Evidence]:
-        """`fitting` with the sentences already `said` that speak of none of the question's
-        words (the same word or a close one) moved after the others, when another one fits
-        well enough to answer."""
+        """`fitting` with the sentences already `said` moved after the others when another
+        one fits well enough to answer and the said ones speak less of the question's own
+        words: fewer of them in any form, or none and no close word either."""
         asked = _spoken(question)
-        # "Who owns it now?" after the founder: a close word ("bought") keeps the sentence
-        # said only while no other one uses the follow-up's own word ("owned").
-        named = any(_same_root(asked, e) for e in fitting
-                    if e.text not in said and e.score >= self.limits.min_support)
-        again = [e for e in fitting if e.text in said and not _same_root(asked, e)
-                 and (named or not self._speaks_of(asked, e))]
+        if not asked:  # "What did she do before?" names nothing: the sentence said may tell
+            return fitting
+        # "Who owns the company today?" after the founder: the sentence said keeps its place
+        # only while no other one uses more of the follow-up's own words ("company", "owned"),
+        # and a close word ("bought" for "owns") only while none uses any.
+        most = max((_shared_roots(asked, e) for e in fitting
+                    if e.text not in said and e.score >= self.limits.min_support), default=0)
+        again = [e for e in fitting if e.text in said and (
+            _shared_roots(asked, e) < most
+            or (not _shared_roots(asked, e) and not self._speaks_of(asked, e)))]
         rest = [e for e in fitting if e not in again]
         if again and rest and rest[0].score >= self.limits.min_support:
             return rest + again
@@ -344,7 +351,7 @@ class ChatService:
     def _speaks_of(self, words: list[str], evidence: Evidence) -> bool:
         """Whether `evidence` speaks of one of `words`: the same root, or a close word
         (`ChatLimits.follow_up_related`: "kids" and "children")."""
-        return _same_root(words, evidence) or any(
+        return bool(_shared_roots(words, evidence)) or any(
             self.retriever.related(w, _spoken(evidence.framed)) >= self.limits.follow_up_related
             for w in words)
 
@@ -420,10 +427,8 @@ class ChatService:
             return Reply(text=reply_text, message_id=message_id, grounding=grounding)
 
         context = self.follow_up_context(question, history)
-        hits, evidence = self._look(question, history, context, lang)
-        if not evidence and self.limits.second_look_k > self.limits.retrieval_k:
-            hits, evidence = self._look(question, history, context, lang,
-                                        among=self.limits.second_look_k)
+        hits, evidence = self._look(question, history, context, lang,
+                                    among=self.limits.look_among_k)
         if not hits:
             return without_model("no_knowledge", "no_knowledge")
         if not evidence:
