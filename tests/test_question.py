@@ -307,3 +307,16 @@ def test_a_discount_is_named_by_what_it_takes_off() -> None:
     assert names_thing(thing, islanders, related)
     assert names_thing(thing, "Children pay half the adult fare.", related)
     assert not names_thing(thing, "Islanders get their card at the terminal office.", related)
+
+
+def test_which_x_does_something_asks_for_an_x() -> None:
+    cleans = "Which company cleans the building?"
+    thing = asked_thing(cleans)
+    assert thing is not None and thing.kind and thing.words == ("company",)
+    # the building manager's name is no cleaning company
+    assert not names_thing(thing, "The building manager is Rhea Lindqvist.", related,
+                           question=cleans)
+    assert names_thing(thing, "The building is cleaned by Sparkle Services every night.",
+                       related, question=cleans)
+    # a ship's name, which often starts its sentence, answers "which ship sails…": not read so
+    assert asked_thing("Which ship sails to Skerryvale?") is None

@@ -39,9 +39,15 @@ _VERBS_AFTER = frozenset("cost costs charge take takes last lasts open opens clo
 _PARTICIPLES = frozenset("held found kept run made built done given open closed shown sold".split())
 _THING = r"(?P<t>[\w'’ -]+)"
 # "Which bank does it use?", "Which formats can I export to?": the kind of thing that answers.
+# "Which company cleans the building?", "Which architect designed it?": a verb of its own; not
+# those a ship's or a bus's name answers ("Which ship sails to…"), which names often start.
+_KIND_VERBS = ("makes|made|cleans|cleaned|designed|designs|built|builds|insures|insured|owns|"
+               "owned|runs|ran|supplies|supplied|delivers|delivered|provides|provided|organises|"
+               "organised|organizes|organized|manages|managed|operates|operated|repairs|"
+               "repaired|hosts|hosted|publishes|published|sponsors|sponsored|founded|created")
 _WHICH_KIND = re.compile(r"^\s*(?:which|what)\s+(?!(?:does|do|is|are|did|can|will|was|were)\b)"
                          r"(?P<t>[\w'’ -]+?)\s+(?:does|do|is|are|can|should|did|will|was|were|"
-                         r"goes|go)\b", re.I)
+                         r"goes|go|" + _KIND_VERBS + r")\b", re.I)
 _FORMS = [
     re.compile(r"\bhow many\s+" + _THING, re.I),
     # "the name of the cat", "the phone number of the harbour master": the cat, the master.
