@@ -330,12 +330,18 @@ def test_a_name_the_knowledge_base_lacks_is_not_forgiven_as_a_rephrasing() -> No
     assert not ChatService.rephrases("What does the Enterprise plan cost?", ["enterprise"], best)
 
 
-def test_a_follow_up_is_not_answered_again_with_the_sentence_already_given(
-        services: Services, fake_model: FakeChatModel) -> None:
-    add_doc(services, "Wi-Fi", "Free Wi-Fi is available on the MV Tern only. The network is "
-                               "called Saltmarsh-Free and needs no password.")
+def _knowing(services: Services, title: str, text: str) -> None:
+    """One document, and limits that let the fake embedder's weak matches answer: the tests
+    below are about which fitting sentence comes first, not whether one fits."""
+    add_doc(services, title, text)
     services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False,
                                    min_support=0.1)
+
+
+def test_a_follow_up_is_not_answered_again_with_the_sentence_already_given(
+        services: Services, fake_model: FakeChatModel) -> None:
+    _knowing(services, "Wi-Fi", "Free Wi-Fi is available on the MV Tern only. The network is "
+                                "called Saltmarsh-Free and needs no password.")
     first = services.chat.answer(1, ALICE, "Is there Wi-Fi on the Tern?")
     assert first.grounding == "extractive" and first.text.startswith("Free Wi-Fi")
     # The previous question makes the Wi-Fi sentence the nearest, but it was said already
@@ -377,10 +383,8 @@ def test_a_question_about_a_rule_is_answered_from_the_sentence_stating_it(
 def test_what_a_question_is_for_picks_the_sentence_about_it(
         services: Services, fake_model: FakeChatModel) -> None:
     # The adult price shares more of the question's words; the question is about children.
-    add_doc(services, "Fares", "A single ticket for an adult costs €6.50. Children pay "
-                               "half the price of a single ticket.")
-    services.chat.limits = replace(services.chat.limits, abstain_on_unknown_terms=False,
-                                   min_support=0.1)
+    _knowing(services, "Fares", "A single ticket for an adult costs €6.50. Children pay "
+                                "half the price of a single ticket.")
     reply = services.chat.answer(1, ALICE, "What does a single ticket cost for children?")
     assert reply.evidence[0].text.startswith("Children pay half")
     # without "for", the best sentence stays first
