@@ -320,3 +320,5 @@ def test_which_x_does_something_asks_for_an_x() -> None:
                        related, question=cleans)
     # a ship's name, which often starts its sentence, answers "which ship sails…": not read so
     assert asked_thing("Which ship sails to Skerryvale?") is None
+    # nor "operates", which the knowledge base says with other words ("run by a bakery")
+    assert asked_thing("Which company operates the café?") is None
