@@ -68,7 +68,8 @@ class ChatLimits:
     min_support: float = 0.3  # best evidence score below which the answer is "I don't know"
     # How close (cosine of word embeddings) a follow-up's word and a sentence's must be for the
     # sentence already given to still speak of it: "upstairs" and "upper" 0.60, "buy" and
-    # "bought" 0.82; "network" and "Wi-Fi" 0.39, "child" and "ticket" 0.40 are not.
+    # "bought" 0.82; "network" and "Wi-Fi" 0.39, "child" and "ticket" 0.40 are not. The same
+    # for what a question is "for": "kids" and "children" 0.72, "visitors" and "guests" 0.51.
     follow_up_related: float = 0.5
     abstain_on_unknown_terms: bool = True  # "sauna": a specific word the KB never mentions
     verify_answers: bool = True  # replace answers whose facts the evidence lacks

@@ -204,7 +204,8 @@ def names_thing(thing: Thing, sentence: str, related: Relatedness,
         # systems" (0.67; "bank" and "Tannery Row" 0.30).
         # A word the question puts after "the" is what it asks about, not what it asks: "Which
         # radio channel does the harbour use?" is not answered by "The harbour master of Port
-        # Aldery is Jonas Brekke", nor "Which shipyard built the Tern?" by a name with "Tern".
+        # Aldery is Jonas Brekke"; and "the MV Tern" names no shipyard for "Which shipyard
+        # built the Tern?".
         asked = {w.lower() for w in _WORD.findall(question)}
         about = {root(m.lower()) for m in _AFTER_ARTICLE.findall(question)}
         rest = {root(w) for w in content_words(question)} - about - {
