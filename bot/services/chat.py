@@ -134,9 +134,10 @@ def _spoken(text: str) -> list[str]:
     return sorted({w.lower() for w in _WORD.findall(text) if stem(w.lower()) in content_words(w)})
 
 
-def _shared_roots(words: list[str], evidence: Evidence) -> int:
-    """How many of `words` `evidence` uses, in any form: "owns" and "owned"."""
-    return len({root(w) for w in words} & {root(w) for w in _spoken(evidence.framed)})
+def _shared_roots(words: list[str], said: list[str]) -> int:
+    """How many of `words` a text whose words are `said` (`_spoken`) uses, in any form: "owns"
+    and "owned"."""
+    return len({root(w) for w in words} & {root(w) for w in said})
 
 
 def _first_as_good(evidence: list[Evidence],
@@ -339,11 +340,11 @@ class ChatService:
         # "Who owns the company today?" after the founder: the sentence said keeps its place
         # only while no other one uses more of the follow-up's own words ("company", "owned"),
         # and a close word ("bought" for "owns") only while none uses any.
-        most = max((_shared_roots(asked, e) for e in fitting
+        shared = {e: _shared_roots(asked, _spoken(e.framed)) for e in fitting}
+        most = max((shared[e] for e in fitting
                     if e.text not in said and e.score >= self.limits.min_support), default=0)
         again = [e for e in fitting if e.text in said and (
-            _shared_roots(asked, e) < most
-            or (not _shared_roots(asked, e) and not self._speaks_of(asked, e)))]
+            shared[e] < most or (not shared[e] and not self._speaks_of(asked, e)))]
         rest = [e for e in fitting if e not in again]
         if again and rest and rest[0].score >= self.limits.min_support:
             return rest + again
@@ -352,9 +353,9 @@ class ChatService:
     def _speaks_of(self, words: list[str], evidence: Evidence) -> bool:
         """Whether `evidence` speaks of one of `words`: the same root, or a close word
         (`ChatLimits.follow_up_related`: "kids" and "children")."""
-        return bool(_shared_roots(words, evidence)) or any(
-            self.retriever.related(w, _spoken(evidence.framed)) >= self.limits.follow_up_related
-            for w in words)
+        said = _spoken(evidence.framed)
+        return bool(_shared_roots(words, said)) or any(
+            self.retriever.related(w, said) >= self.limits.follow_up_related for w in words)
 
     @staticmethod
     def rephrases(question: str, unknown: list[str], best: Evidence) -> bool:
